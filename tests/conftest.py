@@ -1,0 +1,19 @@
+"""Shared fixtures: the real datasets beside the checkout (skipped when absent) and small synthetic data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATASETS = Path(os.environ.get("SPRINT2_SHARED", ROOT.parent / "shared")) / "datasets"
+
+
+@pytest.fixture(scope="session")
+def shared_datasets() -> Path:
+    """The folder holding raccoon/ and bccd/; skips the test when ../shared is not there."""
+    if not (SHARED_DATASETS / "raccoon").is_dir() or not (SHARED_DATASETS / "bccd").is_dir():
+        pytest.skip(f"real datasets not found under {SHARED_DATASETS}")
+    return SHARED_DATASETS

@@ -1,0 +1,462 @@
+"""Drawing boxes and plotting figures for the notebooks: OpenCV draws the pixels, matplotlib makes the figures.
+
+Every picture in the report comes from here so notebooks only call functions. Figures are made with
+pyplot and closed at once: Jupyter still shows a returned figure (once), and nothing piles up in memory.
+"""
+
+from __future__ import annotations
+
+import colorsys
+import logging
+import math
+from collections.abc import Iterable, Mapping, Sequence
+
+import cv2
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib import colormaps
+from matplotlib.figure import Figure
+
+logger = logging.getLogger(__name__)
+
+RGB = tuple[int, int, int]
+Label = str | int | np.integer
+
+_FONT = cv2.FONT_HERSHEY_SIMPLEX
+_DEFAULT_COLOR: RGB = (31, 119, 180)  # tab10 blue, for boxes without a class
+_GOOD, _BAD = "#1a7f37", "#c62828"  # title colours for right / wrong predictions
+
+
+# ----------------------------------------------------------------------------------------------- colours
+def class_colors(class_names: Iterable[str]) -> dict[str, RGB]:
+    """A stable, distinct RGB colour per class, fixed by its index in the sorted names (input order is irrelevant).
+
+    The first 10 are tab10, the next 10 tab20's light tints; beyond 20 the palette repeats, alternately
+    darkened and lightened further each round, so colours stay distinct for any realistic class count.
+    """
+    tab20 = colormaps["tab20"].colors
+    palette = list(tab20[0::2]) + list(tab20[1::2])  # strong hues first, then their tints
+    colors: dict[str, RGB] = {}
+    for i, name in enumerate(sorted(set(class_names))):
+        r, g, b = palette[i % len(palette)]
+        rnd = i // len(palette)
+        if rnd:
+            hue, light, sat = colorsys.rgb_to_hls(r, g, b)
+            shift = 0.6 ** ((rnd + 1) // 2)  # 0.6, 0.6, 0.36, 0.36, ... of the distance kept
+            light = light * shift if rnd % 2 else 1 - (1 - light) * shift  # odd rounds darker, even lighter
+            r, g, b = colorsys.hls_to_rgb(hue, light, sat)
+        colors[name] = (round(r * 255), round(g * 255), round(b * 255))
+    return colors
+
+
+def text_color_for(color: RGB) -> RGB:
+    """Black or white, whichever contrasts more with `color` (WCAG relative luminance), so labels stay readable."""
+    channels = np.asarray(color, dtype=np.float64) / 255.0
+    linear = np.where(channels <= 0.04045, channels / 12.92, ((channels + 0.055) / 1.055) ** 2.4)
+    luminance = float(linear @ np.array([0.2126, 0.7152, 0.0722]))
+    # contrast with black is (L+0.05)/0.05, with white 1.05/(L+0.05); they are equal at L ~= 0.179
+    return (0, 0, 0) if luminance > 0.179 else (255, 255, 255)
+
+
+# ----------------------------------------------------------------------------------------------- pixels
+def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    """A fresh contiguous uint8 (H, W, 3) copy of `image` (gray, single-channel or float in [0, 1] accepted)."""
+    img = np.asarray(image)
+    if img.ndim == 3 and img.shape[2] == 1:
+        img = img[:, :, 0]
+    if img.ndim == 2:
+        img = np.stack([img] * 3, axis=-1)
+    if img.ndim != 3 or img.shape[2] != 3:
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {img.shape}")
+    if img.dtype != np.uint8:
+        if np.issubdtype(img.dtype, np.floating) and img.size and float(np.nanmax(img)) <= 1.0:
+            img = img * 255.0
+        img = np.clip(np.nan_to_num(img), 0, 255).round().astype(np.uint8)
+    return np.ascontiguousarray(img).copy()
+
+
+def _as_boxes(boxes: np.ndarray | Sequence[float] | Sequence[Sequence[float]]) -> np.ndarray:
+    """Boxes as a float64 (k, 4) array; a single box of 4 numbers is accepted."""
+    arr = np.asarray(boxes, dtype=np.float64)
+    if arr.size == 0:
+        return arr.reshape(0, 4)
+    if arr.ndim == 1 and arr.shape[0] == 4:
+        arr = arr[None, :]
+    if arr.ndim != 2 or arr.shape[1] != 4:
+        raise ValueError(f"expected boxes of shape (k, 4) as xmin, ymin, xmax, ymax; got {arr.shape}")
+    return arr
+
+
+def _round_half_up(values: np.ndarray) -> np.ndarray:
+    """Round to the nearest pixel with halves going up (np.rint would send 2.5 to 2 but 3.5 to 4)."""
+    return np.floor(np.asarray(values, dtype=np.float64) + 0.5).astype(np.int64)
+
+
+def _style(shape: tuple[int, ...]) -> tuple[int, float, int]:
+    """Line thickness, font scale and text thickness for an image, so a box looks alike at any resolution."""
+    side = max(shape[0], shape[1])
+    thickness = max(1, round(side / 250))
+    font_scale = max(0.35, side / 800)
+    return thickness, font_scale, 1 if font_scale < 0.9 else 2
+
+
+def _name_of(label: Label, class_names: Sequence[str] | None) -> str:
+    """A class name from a name or an index into `class_names` (LoadedDataset.labels holds indices)."""
+    if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
+        if class_names is None:
+            return str(int(label))
+        return class_names[int(label)]
+    return str(label)
+
+
+def _dashed_rectangle(img: np.ndarray, p1: tuple[int, int], p2: tuple[int, int], color: RGB, thickness: int) -> None:
+    """Draw a dashed rectangle in place; dashes scale with the line thickness and always cover the corners."""
+    dash = max(4, 4 * thickness)
+    (x1, y1), (x2, y2) = p1, p2
+    for a, b in (((x1, y1), (x2, y1)), ((x2, y1), (x2, y2)), ((x2, y2), (x1, y2)), ((x1, y2), (x1, y1))):
+        length = max(abs(b[0] - a[0]), abs(b[1] - a[1]))
+        for start in range(0, length + 1, 2 * dash):
+            end = min(start + dash, length)
+            t0, t1 = start / max(length, 1), end / max(length, 1)
+            q0 = (round(a[0] + (b[0] - a[0]) * t0), round(a[1] + (b[1] - a[1]) * t0))
+            q1 = (round(a[0] + (b[0] - a[0]) * t1), round(a[1] + (b[1] - a[1]) * t1))
+            cv2.line(img, q0, q1, color, thickness, cv2.LINE_8)
+
+
+def _draw_label(img: np.ndarray, text: str, box: Sequence[int], color: RGB, where: str = "top") -> None:
+    """Write `text` on a filled patch of `color` at the box's top-left (or bottom-left), in place.
+
+    The patch sits outside the box when there is room and flips inside at the image edge; it is shifted
+    left when it would run off the right side, so labels stay inside the image.
+    """
+    height, width = img.shape[:2]
+    _, scale, text_thickness = _style(img.shape)
+    (tw, th), baseline = cv2.getTextSize(text, _FONT, scale, text_thickness)
+    pad = max(1, round(th * 0.25))
+    lw, lh = tw + 2 * pad, th + baseline + 2 * pad
+    x1, y1, _, y2 = box
+    if where == "top":
+        top = y1 - lh if y1 - lh >= 0 else y1
+    else:
+        top = y2 + 1 if y2 + 1 + lh <= height else y2 - lh
+    top = min(max(top, 0), max(height - lh, 0))
+    left = min(max(x1, 0), max(width - lw, 0))
+    cv2.rectangle(img, (left, top), (left + lw - 1, top + lh - 1), color, cv2.FILLED)
+    cv2.putText(img, text, (left + pad, top + pad + th), _FONT, scale, text_color_for(color), text_thickness,
+                cv2.LINE_AA)
+
+
+def _pixel_box(box: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
+    """Float box -> integer corners rounded to the nearest pixel and clipped to the image."""
+    corners = _round_half_up(box)
+    corners[[0, 2]] = np.clip(corners[[0, 2]], 0, shape[1] - 1)
+    corners[[1, 3]] = np.clip(corners[[1, 3]], 0, shape[0] - 1)
+    x1, y1, x2, y2 = (int(v) for v in corners)
+    return x1, y1, x2, y2
+
+
+def draw_boxes(image_rgb: np.ndarray, boxes: np.ndarray, labels: Sequence[Label] | None = None, *,
+               colors: Mapping[str, RGB] | RGB | None = None, scores: Sequence[float] | None = None,
+               thickness: int | None = None, dashed: bool = False, class_names: Sequence[str] | None = None,
+               label_position: str = "top") -> np.ndarray:
+    """Return a new uint8 RGB image with the boxes (xmin, ymin, xmax, ymax in pixels) and readable labels.
+
+    `labels` are names or indices into `class_names`; `colors` is a class->RGB mapping or one RGB for
+    all boxes (default: class_colors of `class_names`, else of the labels given). Labels go above the
+    box ("top") or below it ("bottom"). Rectangles are drawn first and labels last, so no box line
+    crosses a label. The input image is never modified.
+    """
+    img = _as_rgb_uint8(image_rgb)
+    arr = _as_boxes(boxes)
+    if labels is not None and len(labels) != len(arr):
+        raise ValueError(f"{len(arr)} boxes but {len(labels)} labels")
+    if scores is not None and len(scores) != len(arr):
+        raise ValueError(f"{len(arr)} boxes but {len(scores)} scores")
+    names = [_name_of(label, class_names) for label in labels] if labels is not None else None
+    if colors is None:
+        colors = class_colors(class_names if class_names is not None else (names or []))
+    line = thickness if thickness is not None else _style(img.shape)[0]
+
+    def color_of(i: int) -> RGB:
+        if not isinstance(colors, Mapping):
+            return tuple(int(c) for c in colors)  # type: ignore[return-value]
+        if names is None:
+            return _DEFAULT_COLOR
+        return colors.get(names[i], _DEFAULT_COLOR)
+
+    corners = [_pixel_box(box, img.shape) for box in arr]
+    for i, (x1, y1, x2, y2) in enumerate(corners):
+        if dashed:
+            _dashed_rectangle(img, (x1, y1), (x2, y2), color_of(i), line)
+        else:
+            cv2.rectangle(img, (x1, y1), (x2, y2), color_of(i), line, cv2.LINE_8)
+    for i, box in enumerate(corners):
+        parts = ([names[i]] if names is not None else []) + ([f"{scores[i]:.2f}"] if scores is not None else [])
+        if parts:
+            _draw_label(img, " ".join(parts), box, color_of(i), where=label_position)
+    return img
+
+
+def draw_gt_vs_pred(image: np.ndarray, gt_box: np.ndarray, gt_label: Label, pred_box: np.ndarray,
+                    pred_label: Label, iou: float, *, pred_score: float | None = None,
+                    class_names: Sequence[str]) -> np.ndarray:
+    """One image with the ground truth (solid, label on top) and the prediction (dashed, label below) plus the IoU.
+
+    Each box takes its class colour, so a wrong class shows at a glance. The IoU goes in a dark strip
+    added under the image (output is taller than the input), so it never hides a box or a label.
+    """
+    colors = class_colors(class_names)
+    gt_name, pred_name = _name_of(gt_label, class_names), _name_of(pred_label, class_names)
+    gt_color, pred_color = colors.get(gt_name, _DEFAULT_COLOR), colors.get(pred_name, _DEFAULT_COLOR)
+    # both lines first, then both labels, so neither box's line runs through a label
+    out = draw_boxes(image, pred_box, colors=pred_color, dashed=True)
+    out = draw_boxes(out, gt_box, [f"GT {gt_name}"], colors=gt_color)
+    pred_text = f"pred {pred_name}" + ("" if pred_score is None else f" {pred_score:.2f}")
+    _draw_label(out, pred_text, _pixel_box(_as_boxes(pred_box)[0], out.shape), pred_color, where="bottom")
+    return _add_footer(out, f"IoU {iou:.2f}   GT solid, pred dashed")
+
+
+def _add_footer(img: np.ndarray, text: str) -> np.ndarray:
+    """`img` with a dark strip below it holding `text` in white, sized like the box labels."""
+    _, scale, text_thickness = _style(img.shape)
+    (_, th), baseline = cv2.getTextSize(text, _FONT, scale, text_thickness)
+    pad = max(2, round(th * 0.4))
+    strip = np.full((th + baseline + 2 * pad, img.shape[1], 3), 30, dtype=np.uint8)
+    cv2.putText(strip, text, (pad, pad + th), _FONT, scale, (255, 255, 255), text_thickness, cv2.LINE_AA)
+    return np.concatenate([img, strip], axis=0)
+
+
+def _for_display(image: np.ndarray, boxes: np.ndarray, min_side: int = 384) -> tuple[np.ndarray, np.ndarray]:
+    """Upscale a small image by a whole factor (nearest neighbour, pixels kept visible) and its boxes with it.
+
+    Text drawn on a 128 px image is a blur of blocks once matplotlib enlarges it; drawing after the
+    upscale keeps labels sharp while the image content stays the small one.
+    """
+    side = max(image.shape[0], image.shape[1])
+    factor = math.ceil(min_side / side) if side < min_side else 1
+    if factor == 1:
+        return image, _as_boxes(boxes)
+    big = cv2.resize(_as_rgb_uint8(image), None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST)
+    return big, _as_boxes(boxes) * factor
+
+
+# ----------------------------------------------------------------------------------------------- figures
+def _new_figure(figsize: tuple[float, float]) -> Figure:
+    """A pyplot figure, closed at once: Jupyter renders it once when returned, and it is freed with its last reference.
+
+    (A bare matplotlib.figure.Figure shows only as text in a notebook that never imported pyplot.)
+    """
+    fig = plt.figure(figsize=figsize, layout="constrained")
+    plt.close(fig)
+    return fig
+
+
+def _image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None, *, ncols: int,
+                figsize: tuple[float, float] | None, title_colors: Sequence[str] | None = None,
+                suptitle: str | None = None) -> Figure:
+    """Lay out ready-drawn images in a grid without ticks; one axes per image (unused cells are removed)."""
+    n = len(images)
+    if n == 0:
+        raise ValueError("no images to show")
+    ncols = max(1, min(ncols, n))
+    nrows = math.ceil(n / ncols)
+    if figsize is None:
+        aspect = images[0].shape[0] / images[0].shape[1]
+        figsize = (3.2 * ncols, 3.2 * aspect * nrows + 0.4 * (suptitle is not None))
+    fig = _new_figure(figsize)
+    axes = np.atleast_1d(fig.subplots(nrows, ncols, squeeze=False)).ravel()
+    for i, ax in enumerate(axes):
+        if i >= n:
+            ax.remove()
+            continue
+        ax.imshow(images[i])
+        ax.set_axis_off()
+        if titles is not None:
+            ax.set_title(titles[i], fontsize=9, color=title_colors[i] if title_colors else "black")
+    if suptitle:
+        fig.suptitle(suptitle)
+    return fig
+
+
+def show_grid(images: Sequence[np.ndarray] | np.ndarray, boxes_per_image: Sequence[np.ndarray],
+              labels_per_image: Sequence[Sequence[Label]], *, class_names: Sequence[str], ncols: int = 4,
+              titles: Sequence[str] | None = None, figsize: tuple[float, float] | None = None) -> Figure:
+    """A grid of images with their boxes and class labels (names or indices into `class_names`), colours shared.
+
+    Images smaller than 384 px are enlarged by a whole factor before drawing so the labels stay sharp.
+    """
+    if not len(images) == len(boxes_per_image) == len(labels_per_image):
+        raise ValueError(f"{len(images)} images, {len(boxes_per_image)} box sets, {len(labels_per_image)} label sets")
+    colors = class_colors(class_names)
+    drawn = [draw_boxes(*_for_display(img, boxes), list(labels), colors=colors, class_names=class_names)
+             for img, boxes, labels in zip(images, boxes_per_image, labels_per_image)]
+    return _image_grid(drawn, titles, ncols=ncols, figsize=figsize)
+
+
+def plot_before_after_resize(original_image: np.ndarray, original_boxes: np.ndarray, resized_image: np.ndarray,
+                             resized_boxes: np.ndarray, labels: Sequence[Label],
+                             class_names: Sequence[str]) -> Figure:
+    """The same sample before and after resizing, side by side with their shapes: the boxes must still fit."""
+    titles = [f"original {w}x{h} px" for h, w in [original_image.shape[:2]]]
+    titles += [f"resized {w}x{h} px" for h, w in [resized_image.shape[:2]]]
+    return show_grid([original_image, resized_image], [original_boxes, resized_boxes], [labels, labels],
+                     class_names=class_names, ncols=2, titles=titles, figsize=(9, 4.2))
+
+
+def plot_class_histogram(counts: Mapping[str, int], *, title: str = "objects per class") -> Figure:
+    """Bar chart of objects per class, largest first, in the class colours with the count on each bar."""
+    colors = class_colors(counts)
+    names = sorted(counts, key=lambda name: (-counts[name], name))
+    fig = _new_figure((max(4.0, 0.6 * len(names) + 1.5), 3.5))
+    ax = fig.subplots()
+    bars = ax.bar(names, [counts[n] for n in names], color=[np.array(colors[n]) / 255 for n in names])
+    ax.bar_label(bars, fontsize=8)
+    ax.set_ylabel("objects")
+    ax.set_title(title)
+    ax.tick_params(axis="x", labelrotation=45 if len(names) > 6 else 0)
+    return fig
+
+
+def _flatten_boxes(boxes: Sequence[np.ndarray] | np.ndarray, labels: Sequence | np.ndarray,
+                   class_names: Sequence[str], image_sizes: Sequence[tuple[int, int]] | tuple[int, int] | None
+                   ) -> tuple[np.ndarray, list[str], np.ndarray | None]:
+    """All boxes as one (n, 4) array with their class names and, when sizes are given, each box's image (h, w)."""
+    if isinstance(boxes, np.ndarray) and boxes.ndim == 2:
+        boxes, labels = [boxes], [labels]
+        if image_sizes is not None and np.ndim(image_sizes) == 1:
+            image_sizes = [image_sizes]
+    elif image_sizes is not None and np.ndim(image_sizes) == 1:
+        image_sizes = [image_sizes] * len(boxes)  # one size shared by all images (a resized dataset)
+    per_image = [_as_boxes(b) for b in boxes]
+    if len(labels) != len(per_image) or any(len(lab) != len(b) for lab, b in zip(labels, per_image)):
+        raise ValueError("boxes and labels differ in length")
+    flat = np.concatenate(per_image) if per_image else np.zeros((0, 4))
+    names = [_name_of(label, class_names) for lab in labels for label in lab]
+    sizes = None
+    if image_sizes is not None:
+        sizes = np.concatenate([np.tile(np.asarray(hw, dtype=np.float64)[:2], (len(b), 1))
+                                for hw, b in zip(image_sizes, per_image)]) if per_image else np.zeros((0, 2))
+    return flat, names, sizes
+
+
+def plot_box_size_distribution(boxes: Sequence[np.ndarray] | np.ndarray, labels: Sequence | np.ndarray,
+                               class_names: Sequence[str],
+                               image_sizes: Sequence[tuple[int, int]] | tuple[int, int] | None = None) -> Figure:
+    """Box width vs height, size (sqrt of area) and aspect ratio per class, in three axes.
+
+    Sizes are fractions of the image when `image_sizes` gives (h, w) per image (or one (h, w) for all).
+    Boxes with zero or negative width or height are left out (and counted in the log).
+    """
+    flat, names, sizes = _flatten_boxes(boxes, labels, class_names, image_sizes)
+    w, h = flat[:, 2] - flat[:, 0], flat[:, 3] - flat[:, 1]
+    ok = (w > 0) & (h > 0)
+    if not ok.all():
+        logger.warning("leaving out %d degenerate boxes (width or height <= 0)", int((~ok).sum()))
+    if sizes is not None:
+        w, h = w / sizes[:, 1], h / sizes[:, 0]
+    unit = "fraction of image" if sizes is not None else "px"
+    colors = class_colors(class_names)
+    fig = _new_figure((13, 3.8))
+    ax_wh, ax_size, ax_ar = fig.subplots(1, 3)
+    present = [c for c in sorted(class_names) if c in set(names)]
+    per_class = {c: ok & (np.array(names) == c) for c in present}
+    rgb = [np.array(colors[c]) / 255 for c in present]
+    for c, color in zip(present, rgb):
+        ax_wh.scatter(w[per_class[c]], h[per_class[c]], s=8, alpha=0.6, color=color, label=c)
+    ax_wh.set(xlabel=f"width ({unit})", ylabel=f"height ({unit})", title="box width vs height")
+    if present:
+        ax_size.hist([np.sqrt(w[m] * h[m]) for m in per_class.values()], bins=30, stacked=True, color=rgb,
+                     label=present)
+        ax_ar.hist([np.log2(w[m] / h[m]) for m in per_class.values()], bins=30, stacked=True, color=rgb)
+        ax_wh.legend(fontsize=8, markerscale=2)
+    ax_size.set(xlabel=f"sqrt(area) ({unit})", ylabel="boxes", title="box size")
+    ax_ar.set(xlabel="log2(width / height)", ylabel="boxes", title="aspect ratio (0 = square)")
+    return fig
+
+
+def plot_gt_vs_pred_grid(images: Sequence[np.ndarray] | np.ndarray, gt_boxes: Sequence[np.ndarray] | np.ndarray,
+                         gt_labels: Sequence[Label], pred_boxes: Sequence[np.ndarray] | np.ndarray,
+                         pred_labels: Sequence[Label], ious: Sequence[float], class_names: Sequence[str],
+                         ncols: int = 4, pred_scores: Sequence[float] | None = None,
+                         title: str | None = None) -> Figure:
+    """Ground truth vs prediction for several images (e.g. best and worst cases).
+
+    A title is green when the class is right and IoU >= 0.5, else red.
+    """
+    n = len(images)
+    if not all(len(x) == n for x in (gt_boxes, gt_labels, pred_boxes, pred_labels, ious)):
+        raise ValueError("images, boxes, labels and ious must all have the same length")
+    drawn, titles, title_colors = [], [], []
+    for i in range(n):
+        score = None if pred_scores is None else float(pred_scores[i])
+        image, gt_box = _for_display(images[i], gt_boxes[i])
+        _, pred_box = _for_display(images[i], pred_boxes[i])
+        drawn.append(draw_gt_vs_pred(image, gt_box, gt_labels[i], pred_box, pred_labels[i], float(ious[i]),
+                                     pred_score=score, class_names=class_names))
+        gt_name, pred_name = _name_of(gt_labels[i], class_names), _name_of(pred_labels[i], class_names)
+        hit = gt_name == pred_name and float(ious[i]) >= 0.5
+        titles.append(f"{gt_name} -> {pred_name}, IoU {float(ious[i]):.2f}")
+        title_colors.append(_GOOD if hit else _BAD)
+    return _image_grid(drawn, titles, ncols=ncols, figsize=None, title_colors=title_colors, suptitle=title)
+
+
+# ----------------------------------------------------------------------------------------------- charts
+def plot_bar(values: Mapping[str, float], *, ylabel: str, title: str, annotate: bool = True) -> Figure:
+    """Bar chart of named numbers in the given order (benchmarks), each bar labelled with its value when `annotate`."""
+    names = list(values)
+    fig = _new_figure((max(4.0, 0.9 * len(names) + 1.5), 3.5))
+    ax = fig.subplots()
+    palette = colormaps["tab10"].colors
+    bars = ax.bar(names, [float(values[n]) for n in names], color=[palette[i % 10] for i in range(len(names))])
+    if annotate:
+        ax.bar_label(bars, labels=[f"{float(values[n]):.3g}" for n in names], fontsize=8)
+        ax.margins(y=0.12)  # room for the numbers above the tallest bar
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.tick_params(axis="x", labelrotation=30 if len(names) > 4 else 0)
+    return fig
+
+
+def plot_history(history: Sequence[Mapping[str, float]] | Mapping[str, Sequence[float]],
+                 keys: Sequence[str] = ("loss", "val_loss")) -> Figure:
+    """Training curves per epoch from a list of per-epoch dicts (or Keras' History.history dict of lists)."""
+    if isinstance(history, Mapping):
+        epochs = max((len(v) for v in history.values()), default=0)
+        history = [{k: v[i] for k, v in history.items() if i < len(v)} for i in range(epochs)]
+    present = [k for k in keys if any(k in epoch for epoch in history)]
+    if not present:
+        raise ValueError(f"none of {list(keys)} in the history")
+    fig = _new_figure((6, 3.5))
+    ax = fig.subplots()
+    x = np.arange(1, len(history) + 1)
+    for key in present:
+        ax.plot(x, [float(epoch.get(key, np.nan)) for epoch in history], marker="o", markersize=3, label=key)
+    ax.set(xlabel="epoch", title="training history")
+    ax.legend()
+    ax.grid(alpha=0.3)
+    return fig
+
+
+def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], normalize: bool = True) -> Figure:
+    """Confusion matrix (rows = true class, columns = predicted) with every cell written.
+
+    With `normalize` each row is divided by its total, so the diagonal reads as per-class recall.
+    """
+    counts = np.asarray(matrix, dtype=np.float64)
+    n = len(class_names)
+    if counts.shape != (n, n):
+        raise ValueError(f"matrix shape {counts.shape} does not match {n} class names")
+    shown = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1) if normalize else counts
+    side = max(3.5, 0.55 * n + 2)
+    fig = _new_figure((side + 1, side))
+    ax = fig.subplots()
+    im = ax.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalize else None)
+    fig.colorbar(im, ax=ax, fraction=0.046)
+    threshold = (shown.max() or 1) / 2
+    for (r, c), value in np.ndenumerate(shown):
+        text = f"{value:.2f}" if normalize else f"{int(round(value))}"
+        ax.text(c, r, text, ha="center", va="center", fontsize=8, color="white" if value > threshold else "black")
+    ax.set_xticks(range(n), class_names, rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center")
+    ax.set_yticks(range(n), class_names)
+    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix" + (" (row-normalized)" if normalize else ""))
+    return fig

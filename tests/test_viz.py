@@ -1,0 +1,256 @@
+"""Tests for sprint2.viz: exact border pixels, readable labels, distinct colours, and figures that render to PNG."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from matplotlib.colors import to_hex
+from matplotlib.figure import Figure
+
+from sprint2 import viz
+
+CLASSES = ["cat", "dog", "horse"]
+
+
+def _saved_png(fig: Figure, path: Path) -> np.ndarray:
+    """Save `fig` as PNG and read it back, so the test fails if rendering fails or writes nothing."""
+    fig.savefig(path)
+    img = cv2.imread(str(path))
+    assert img is not None and img.shape[0] > 50 and img.shape[1] > 50
+    return img
+
+
+def _mask(img: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
+    return np.all(img == np.array(color, dtype=np.uint8), axis=-1)
+
+
+# ------------------------------------------------------------------------------------------- colours
+def test_class_colors_distinct_stable_and_order_independent() -> None:
+    for n in (3, 10, 20, 60):
+        names = [f"class{i:02d}" for i in range(n)]
+        colors = viz.class_colors(names)
+        assert set(colors) == set(names)
+        assert len(set(colors.values())) == n, f"colours repeat for {n} classes"
+        assert all(len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in colors.values())
+        assert viz.class_colors(list(reversed(names))) == colors
+        assert viz.class_colors(names) == colors
+
+
+def test_text_colour_follows_luminance() -> None:
+    assert viz.text_color_for((255, 230, 0)) == (0, 0, 0)
+    assert viz.text_color_for((255, 255, 255)) == (0, 0, 0)
+    assert viz.text_color_for((0, 0, 128)) == (255, 255, 255)
+    assert viz.text_color_for((0, 0, 0)) == (255, 255, 255)
+
+
+# ------------------------------------------------------------------------------------------- draw_boxes
+def test_draw_boxes_returns_new_image_and_leaves_input_alone() -> None:
+    image = np.full((60, 80, 3), 90, dtype=np.uint8)
+    before = image.copy()
+    out = viz.draw_boxes(image, np.array([[5, 20, 40, 50]]), ["cat"], class_names=CLASSES)
+    assert np.array_equal(image, before)
+    assert out is not image and out.dtype == np.uint8 and out.shape == image.shape
+    assert not np.array_equal(out, image)
+
+
+def test_border_pixels_have_the_class_colour_exactly() -> None:
+    image = np.zeros((100, 100, 3), dtype=np.uint8)
+    color = viz.class_colors(CLASSES)["dog"]
+    # floats round half up: 10.4 -> 10, 20.6 -> 21, 60.5 -> 61, 80.2 -> 80
+    out = viz.draw_boxes(image, np.array([[10.4, 20.6, 60.5, 80.2]]), ["dog"], class_names=CLASSES, thickness=1)
+    hit = _mask(out, color)
+    for y, x in [(80, 30), (80, 61), (50, 10), (50, 61), (60, 10), (21, 61)]:
+        assert hit[y, x], f"no box colour at (y={y}, x={x})"
+    for y, x in [(50, 11), (50, 60), (50, 62), (79, 30), (81, 30), (50, 30)]:
+        assert not out[y, x].any(), f"unexpected paint at (y={y}, x={x})"
+
+
+def test_half_pixel_coordinates_round_half_up_consistently() -> None:
+    out = viz.draw_boxes(np.zeros((12, 12, 3), np.uint8), np.array([[2.5, 3.5, 7.5, 8.5]]), thickness=1)
+    painted = out.any(axis=-1)
+    assert painted[4, 3] and painted[9, 5] and painted[6, 8]  # left 3, top 4, right 8, bottom 9
+    assert not painted[6, 2] and not painted[3, 5] and not painted[6, 7]
+
+
+def test_label_has_filled_background_and_contrasting_text() -> None:
+    image = np.full((200, 200, 3), 128, dtype=np.uint8)
+    for color, text_rgb in [((255, 230, 0), (0, 0, 0)), ((0, 0, 128), (255, 255, 255))]:
+        out = viz.draw_boxes(image, np.array([[50, 80, 150, 180]]), ["cat"], colors={"cat": color}, thickness=1)
+        above = out[:80, 50:120]  # the label sits above the top edge
+        assert _mask(above, color).sum() > 100
+        near_text = np.abs(above.astype(int) - np.array(text_rgb)).max(axis=-1) < 60  # anti-aliased strokes
+        assert near_text.sum() > 5, "label text missing or in the wrong colour"
+        assert _mask(out[81:180, 51:150], color).sum() == 0  # the inside stays clear
+
+
+def test_label_goes_inside_at_top_edge_and_stays_in_image() -> None:
+    image = np.zeros((120, 120, 3), dtype=np.uint8)
+    text = "a rather long label"
+    out = viz.draw_boxes(image, np.array([[70, 0, 119, 60]]), [text], colors={text: (200, 40, 40)}, thickness=1)
+    hit = _mask(out, (200, 40, 40))
+    assert hit[3:8, 100:119].sum() > 20, "label should be drawn inside, below the top edge"
+    assert hit[3:8, :70].any(), "label should shift left rather than run off the right edge"
+    assert hit[3:8, 119].any()
+
+
+def test_scores_and_index_labels() -> None:
+    image = np.full((100, 160, 3), 200, dtype=np.uint8)
+    boxes = np.array([[20, 40, 80, 90]])
+    by_name = viz.draw_boxes(image, boxes, ["horse"], class_names=CLASSES)
+    by_index = viz.draw_boxes(image, boxes, np.array([2]), class_names=CLASSES)
+    assert np.array_equal(by_name, by_index)
+    with_score = viz.draw_boxes(image, boxes, ["horse"], class_names=CLASSES, scores=[0.93])
+    color = viz.class_colors(CLASSES)["horse"]
+    assert _mask(with_score[:40], color).sum() > _mask(by_name[:40], color).sum()  # a wider label patch
+
+
+def test_dashed_has_gaps_solid_does_not() -> None:
+    image = np.zeros((100, 100, 3), dtype=np.uint8)
+    boxes = np.array([[10, 10, 90, 90]])
+    solid = viz.draw_boxes(image, boxes, thickness=1).any(axis=-1)
+    dashed = viz.draw_boxes(image, boxes, thickness=1, dashed=True).any(axis=-1)
+    assert solid[90, 10:91].all()
+    assert 0.3 < dashed[90, 10:91].mean() < 0.8
+    assert dashed[10, 10] and dashed[90, 90]  # corners are covered
+
+
+def test_draw_boxes_accepts_gray_and_empty_and_rejects_mismatch() -> None:
+    gray = np.full((40, 50), 77, dtype=np.uint8)
+    out = viz.draw_boxes(gray, np.zeros((0, 4)), [])
+    assert out.shape == (40, 50, 3) and (out == 77).all()
+    with pytest.raises(ValueError, match="labels"):
+        viz.draw_boxes(gray, np.array([[1, 1, 5, 5], [2, 2, 9, 9]]), ["cat"])
+    with pytest.raises(ValueError, match="shape"):
+        viz.draw_boxes(gray, np.array([[1, 1, 5]]))
+
+
+# ------------------------------------------------------------------------------------------- gt vs pred
+def test_draw_gt_vs_pred_solid_dashed_and_iou_footer() -> None:
+    image = np.full((128, 128, 3), 100, dtype=np.uint8)
+    colors = viz.class_colors(CLASSES)
+    a = viz.draw_gt_vs_pred(image, np.array([20, 30, 100, 110]), "cat", np.array([10, 25, 90, 100]), 1, 0.61,
+                            pred_score=0.8, class_names=CLASSES)
+    b = viz.draw_gt_vs_pred(image, np.array([20, 30, 100, 110]), "cat", np.array([10, 25, 90, 100]), 1, 0.12,
+                            pred_score=0.8, class_names=CLASSES)
+    assert a.shape[0] > 128 and a.shape[1] == 128 and a.dtype == np.uint8
+    assert np.array_equal(a[:128], b[:128]) and not np.array_equal(a[128:], b[128:])  # only the IoU text differs
+    assert (a[128:] > 200).any(), "IoU text missing from the footer"
+    assert _mask(a[:128], colors["cat"])[60:100, 100].all()  # ground truth: solid right edge
+    dog_edge = _mask(a[:128], colors["dog"])[40:90, 90]
+    assert dog_edge.any() and not dog_edge.all()  # prediction: dashed right edge
+
+
+# ------------------------------------------------------------------------------------------- figures
+def _samples(n: int, size: tuple[int, int] = (96, 128)) -> tuple[list[np.ndarray], list[np.ndarray], list[list[str]]]:
+    rng = np.random.default_rng(0)
+    images = [rng.integers(0, 255, (*size, 3), dtype=np.uint8) for _ in range(n)]
+    boxes = [np.array([[5, 5, 60, 50], [30, 20, 120, 90]], dtype=np.float32) for _ in range(n)]
+    labels = [[CLASSES[i % 3], CLASSES[(i + 1) % 3]] for i in range(n)]
+    return images, boxes, labels
+
+
+def test_show_grid_one_axes_per_image(tmp_path: Path) -> None:
+    images, boxes, labels = _samples(5)
+    fig = viz.show_grid(images, boxes, labels, class_names=CLASSES, ncols=4, titles=[f"s{i}" for i in range(5)])
+    assert isinstance(fig, Figure) and len(fig.axes) == 5
+    assert all(len(ax.get_images()) == 1 for ax in fig.axes)
+    assert [ax.get_title() for ax in fig.axes] == [f"s{i}" for i in range(5)]
+    _saved_png(fig, tmp_path / "grid.png")
+
+
+def test_before_after_resize_titles_show_shapes(tmp_path: Path) -> None:
+    original = np.zeros((375, 500, 3), dtype=np.uint8)
+    resized = cv2.resize(original, (128, 128))
+    boxes = np.array([[50, 60, 300, 200]], dtype=np.float32)
+    scaled = boxes * np.array([128 / 500, 128 / 375] * 2)
+    fig = viz.plot_before_after_resize(original, boxes, resized, scaled, ["dog"], CLASSES)
+    titles = [ax.get_title() for ax in fig.axes]
+    assert len(titles) == 2 and "500x375" in titles[0] and "128x128" in titles[1]
+    _saved_png(fig, tmp_path / "before_after.png")
+
+
+def test_class_histogram_bars_largest_first(tmp_path: Path) -> None:
+    fig = viz.plot_class_histogram({"cat": 3, "dog": 10, "horse": 1})
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["dog", "cat", "horse"]
+    assert [p.get_height() for p in ax.patches] == [10, 3, 1]
+    _saved_png(fig, tmp_path / "hist.png")
+
+
+def test_box_size_distribution_skips_degenerate_boxes(tmp_path: Path) -> None:
+    boxes = [np.array([[0, 0, 50, 25], [10, 10, 10, 30]]), np.array([[0, 0, 20, 40]])]  # second box has no width
+    labels = [np.array([0, 1]), np.array([1])]
+    fig = viz.plot_box_size_distribution(boxes, labels, CLASSES, image_sizes=[(100, 100), (50, 200)])
+    assert len(fig.axes) == 3
+    points = np.concatenate([c.get_offsets() for c in fig.axes[0].collections])
+    assert sorted(map(tuple, np.round(points, 3))) == [(0.1, 0.8), (0.5, 0.25)]
+    _saved_png(fig, tmp_path / "sizes.png")
+    fig_px = viz.plot_box_size_distribution(np.array([[0, 0, 50, 25]]), ["cat"], CLASSES)
+    assert np.allclose(fig_px.axes[0].collections[0].get_offsets(), [[50, 25]])
+
+
+def test_gt_vs_pred_grid_colours_titles_by_hit(tmp_path: Path) -> None:
+    images, _, _ = _samples(3)
+    gt = np.array([[10, 10, 60, 60]] * 3, dtype=np.float32)
+    fig = viz.plot_gt_vs_pred_grid(images, gt, ["cat", "cat", 0], gt + 5, ["cat", "dog", "cat"], [0.7, 0.9, 0.3],
+                                   CLASSES, ncols=2, pred_scores=[0.9, 0.8, 0.7], title="worst")
+    assert len(fig.axes) == 3
+    colors = [to_hex(ax.title.get_color()) for ax in fig.axes]
+    assert colors[0] != colors[1] and colors[1] == colors[2]  # only the first is a right class with IoU >= 0.5
+    assert "IoU 0.70" in fig.axes[0].get_title() and fig.get_suptitle() == "worst"
+    _saved_png(fig, tmp_path / "gt_pred.png")
+
+
+def test_plot_bar_annotates_values(tmp_path: Path) -> None:
+    fig = viz.plot_bar({"serial": 12.34, "process": 3.5}, ylabel="s", title="load")
+    (ax,) = fig.axes
+    assert len(ax.patches) == 2
+    assert {t.get_text() for t in ax.texts} == {"12.3", "3.5"}
+    assert not viz.plot_bar({"a": 1.0}, ylabel="s", title="t", annotate=False).axes[0].texts
+    _saved_png(fig, tmp_path / "bar.png")
+
+
+def test_plot_history_from_epoch_dicts_and_keras_dict(tmp_path: Path) -> None:
+    epochs = [{"loss": 1.0, "val_loss": 1.2}, {"loss": 0.5, "val_loss": 0.9}, {"loss": 0.3}]
+    fig = viz.plot_history(epochs)
+    lines = fig.axes[0].get_lines()
+    assert [ln.get_label() for ln in lines] == ["loss", "val_loss"]
+    assert np.allclose(lines[0].get_ydata(), [1.0, 0.5, 0.3])
+    assert np.isnan(lines[1].get_ydata()[2])
+    keras_like = viz.plot_history({"loss": [1.0, 0.5], "val_loss": [2.0, 1.0]})
+    assert np.allclose(keras_like.axes[0].get_lines()[1].get_ydata(), [2.0, 1.0])
+    with pytest.raises(ValueError):
+        viz.plot_history(epochs, keys=("accuracy",))
+    _saved_png(fig, tmp_path / "history.png")
+
+
+def test_plot_confusion_normalizes_rows(tmp_path: Path) -> None:
+    fig = viz.plot_confusion(np.array([[3, 1, 0], [0, 0, 0], [0, 2, 2]]), CLASSES)
+    assert len(fig.axes) == 2  # the matrix and its colour bar
+    texts = [t.get_text() for t in fig.axes[0].texts]
+    assert texts == ["0.75", "0.25", "0.00", "0.00", "0.00", "0.00", "0.00", "0.50", "0.50"]
+    raw = viz.plot_confusion(np.array([[3, 1, 0], [0, 0, 0], [0, 2, 2]]), CLASSES, normalize=False)
+    assert [t.get_text() for t in raw.axes[0].texts][:2] == ["3", "1"]
+    with pytest.raises(ValueError):
+        viz.plot_confusion(np.eye(2), CLASSES)
+    _saved_png(fig, tmp_path / "confusion.png")
+
+
+def test_viz_does_not_import_tensorflow() -> None:
+    code = "import sys, sprint2.viz; sys.exit('tensorflow' in sys.modules)"
+    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1]).returncode == 0
+
+
+def test_figures_are_not_left_open_in_pyplot() -> None:
+    """Open pyplot figures are shown again by Jupyter at the end of a cell: a returned figure would show twice."""
+    import matplotlib.pyplot as plt
+
+    before = set(plt.get_fignums())
+    viz.plot_bar({"a": 1.0}, ylabel="s", title="t")
+    viz.plot_confusion(np.eye(3), CLASSES)
+    assert set(plt.get_fignums()) == before

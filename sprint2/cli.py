@@ -1,0 +1,224 @@
+"""The ``sprint2`` command line: argument parsing and printing only; the work lives in the modules.
+
+Exit codes: 0 success, 1 the data or a notebook had failures, 2 bad usage (argparse's own code).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+from typing import Any, Sequence
+
+log = logging.getLogger("sprint2")
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sprint2", description=__doc__.splitlines()[0])
+    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    g = sub.add_parser("generate", help="write the deterministic synthetic VOC dataset")
+    g.add_argument("out_dir", type=Path)
+    g.add_argument("--train", type=int, default=200)
+    g.add_argument("--test", type=int, default=50)
+    g.add_argument("--classes", type=int, default=10)
+    g.add_argument("--seed", type=int, default=0)
+    g.add_argument("--layout", choices=["side-by-side", "voc", "folders"], default="side-by-side")
+
+    i = sub.add_parser("inspect", help="count images, objects and classes; list every failure")
+    i.add_argument("data_dir", type=Path)
+    i.add_argument("--json", action="store_true")
+    i.add_argument("--errors", choices=["raise", "skip"], default="skip")
+    i.add_argument("--scheduler", help="Dask scheduler address, or 'local' for a LocalCluster")
+
+    b = sub.add_parser("bench", help="side-by-side benchmarks")
+    bsub = b.add_subparsers(dest="bench", required=True)
+    bl = bsub.add_parser("loading", help="images/s of each loading method")
+    bl.add_argument("data_dir", type=Path)
+    bl.add_argument("--size", type=int, default=128)
+    bl.add_argument("--repeats", type=int, default=3)
+    bl.add_argument("--json", action="store_true")
+    bt = bsub.add_parser("training", help="images/s without a strategy, on N logical CPUs and on GPUs")
+    bt.add_argument("data_dir", type=Path)
+    bt.add_argument("--replicas", default="1,2,4", help="comma-separated logical CPU counts")
+    bt.add_argument("--epochs", type=int, default=3)
+    bt.add_argument("--json", action="store_true")
+
+    t = sub.add_parser("train", help="train a model and evaluate it against the trivial baseline")
+    t.add_argument("data_dir", type=Path)
+    t.add_argument("--model", choices=["improved", "original"], default="improved")
+    t.add_argument("--epochs", type=int)
+    t.add_argument("--batch", type=int)
+    t.add_argument("--strategy", choices=["auto", "cpu", "gpu", "multiworker"], default="auto")
+    t.add_argument("--replicas", type=int)
+    t.add_argument("--size", type=int)
+    t.add_argument("--out", type=Path, default=Path("runs/train"))
+    t.add_argument("--json", action="store_true")
+
+    q = sub.add_parser("quantize", help="convert to TFLite variants and measure size, speed, accuracy")
+    q.add_argument("model", type=Path)
+    q.add_argument("data_dir", type=Path)
+    q.add_argument("--out", type=Path)
+    q.add_argument("--json", action="store_true")
+
+    r = sub.add_parser("report", help="run every notebook headless into an HTML report")
+    r.add_argument("--quick", action="store_true", help="small synthetic data, one or two epochs")
+    r.add_argument("--data", type=Path, help="a VOC dataset (default: generated synthetic data)")
+    r.add_argument("--out", type=Path, default=Path("reports"))
+    return p
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``sprint2`` console script."""
+    args = _parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.INFO if args.verbose else logging.WARNING,
+        format="%(levelname)s %(name)s: %(message)s",
+    )
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    from sprint2.voc import DataError
+
+    try:
+        return _COMMANDS[args.command](args)
+    except DataError as exc:
+        print(f"sprint2: error: {exc}", file=sys.stderr)
+        return 1
+    except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
+        print(f"sprint2: error: {exc}", file=sys.stderr)
+        return 2
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from sprint2.synthetic import generate
+
+    out = generate(args.out_dir, train=args.train, test=args.test, classes=args.classes,
+                   seed=args.seed, layout=args.layout)
+    print(f"wrote {args.train} train and {args.test} test images ({args.layout}) to {out}")
+    return 0
+
+
+def _inspect(args: argparse.Namespace) -> int:
+    from sprint2.loading import inspect_dataset
+
+    _need_dir(args.data_dir)
+    summary = inspect_dataset(args.data_dir, errors=args.errors, scheduler=args.scheduler)
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        print(f"{args.data_dir}: {summary['images']} images, {summary['objects']} objects, "
+              f"{len(summary['classes'])} classes, {len(summary['failed'])} failed")
+        _table([{"class": k, "objects": v} for k, v in summary["classes"].items()])
+        for failure in summary["failed"]:
+            print(f"FAILED {failure['path']}: {failure['error']}")
+    return 1 if summary["failed"] else 0
+
+
+def _bench(args: argparse.Namespace) -> int:
+    _need_dir(args.data_dir)
+    if args.bench == "loading":
+        from sprint2.bench import bench_loading
+
+        result = bench_loading(args.data_dir, size=args.size, repeats=args.repeats)
+        rows = [{"method": k, "images_per_s": v["images_per_s"]} for k, v in result["methods"].items()]
+    else:
+        from sprint2.bench import bench_training
+
+        replicas = [int(n) for n in args.replicas.split(",") if n.strip()]
+        result = bench_training(args.data_dir, replicas=replicas, epochs=args.epochs)
+        rows = result["rows"]
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _table(rows)
+        for key, value in result.items():
+            if key not in ("methods", "rows"):
+                print(f"{key}: {value}")
+    return 0
+
+
+def _train(args: argparse.Namespace) -> int:
+    from sprint2.training import run_training
+
+    _need_dir(args.data_dir)
+    options = {k: v for k, v in {"epochs": args.epochs, "batch": args.batch, "size": args.size,
+                                 "replicas": args.replicas}.items() if v is not None}
+    result = run_training(args.data_dir, model=args.model, strategy=args.strategy,
+                          out_dir=args.out, **options)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(f"strategy {result['strategy']} with {result['replicas']} replica(s), "
+              f"{result['epochs']} epochs, {result['images_per_s']:.1f} images/s")
+        _table([{"": name, **result[name]} for name in ("test", "baseline")])
+        print(f"saved to {args.out}")
+    return 0
+
+
+def _quantize(args: argparse.Namespace) -> int:
+    from sprint2.quantize import quantize_report
+
+    if not args.model.is_file():
+        raise FileNotFoundError(f"{args.model}: model file not found")
+    _need_dir(args.data_dir)
+    out = args.out or args.model.parent / "tflite"
+    result = quantize_report(args.model, args.data_dir, out_dir=out)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        _table(result["variants"])
+    return 0
+
+
+def _report(args: argparse.Namespace) -> int:
+    from sprint2.report import ReportError, run_report
+
+    try:
+        runs = run_report(args.out, data_dir=args.data, quick=args.quick)
+    except ReportError as exc:
+        print(f"sprint2: report failed: {exc}", file=sys.stderr)
+        return 1
+    _table([{"notebook": r.name, "status": r.status, "seconds": r.seconds} for r in runs])
+    print(f"index: {Path(args.out).resolve() / 'index.html'}")
+    return 0
+
+
+def _need_dir(path: Path) -> None:
+    if not path.is_dir():
+        raise NotADirectoryError(f"{path}: not a directory")
+
+
+def _table(rows: list[dict[str, Any]]) -> None:
+    """Print dicts as an aligned plain-text table (floats to 4 significant digits)."""
+    if not rows:
+        return
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    cells = [[_cell(row.get(c, "")) for c in columns] for row in rows]
+    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
+    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
+    for r in cells:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+
+
+def _cell(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4g}"
+    if isinstance(value, dict):
+        return json.dumps(value)
+    return str(value)
+
+
+_COMMANDS = {
+    "generate": _generate,
+    "inspect": _inspect,
+    "bench": _bench,
+    "train": _train,
+    "quantize": _quantize,
+    "report": _report,
+}
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,416 @@
+"""Pascal VOC annotations: find (image, XML) pairs in the usual folder layouts and parse them safely.
+
+Every problem with an input file is raised as `DataError(path, reason)` so callers can report the
+file and the reason instead of losing it. XML is parsed with entity expansion, DTD loading and
+network access switched off, and documents that declare entities or a DTD are refused outright.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from lxml import etree
+
+logger = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
+BOX_FIELDS: tuple[str, ...] = ("xmin", "ymin", "xmax", "ymax")
+BOX_TOLERANCE_PX = 1.0  # VOC is 1-based and many tools write xmax == width (or width + 1)
+
+_ANNOTATION_DIRS = ("Annotations", "annotations", "Annotation", "annotation", "labels", "xml", "xmls")
+_IMAGE_DIRS = ("JPEGImages", "images", "Images", "imgs", "img", "jpg", "JPEG")
+_FILENAME_RE = re.compile(rb"<filename>\s*([^<]*?)\s*</filename>")
+_TRUE = {"1", "true", "yes", "y"}
+_FALSE = {"0", "false", "no", "n", ""}
+
+
+class DataError(ValueError):
+    """A bad input file: `str(e) == f"{path}: {reason}"`; picklable so it crosses process pools."""
+
+    def __init__(self, path: Path | str, reason: str) -> None:
+        self.path = Path(path)
+        self.reason = reason
+        super().__init__(f"{self.path}: {reason}")
+
+    def __reduce__(self):  # keep (path, reason) through pickling; the default would pass only the message
+        return (type(self), (self.path, self.reason))
+
+
+@dataclass(frozen=True)
+class VocObject:
+    """One annotated object; box is (xmin, ymin, xmax, ymax) in pixels of the original image."""
+
+    name: str
+    box: tuple[float, float, float, float]
+    difficult: bool = False
+    truncated: bool = False
+
+
+@dataclass(frozen=True)
+class Annotation:
+    """A parsed VOC XML file; width/height are 0 when <size> was absent (see check_against_image)."""
+
+    xml_path: Path
+    image_path: Path
+    width: int
+    height: int
+    depth: int
+    objects: tuple[VocObject, ...]
+
+
+@dataclass(frozen=True)
+class Sample:
+    """An (image, XML) pair found by discover(); the image may be missing, which the loader reports."""
+
+    image_path: Path
+    xml_path: Path
+
+
+# --------------------------------------------------------------------------------------------- parsing
+
+def _safe_parser() -> etree.XMLParser:
+    """An lxml parser that never expands entities, loads DTDs, touches the network or builds huge trees."""
+    return etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
+                           dtd_validation=False, huge_tree=False, remove_blank_text=True)
+
+
+def _ascii_view(data: bytes) -> bytes:
+    """The document as bytes in which ASCII markup is visible, also for UTF-16/UTF-32 files."""
+    if data[:4] in (b"\x00\x00\xfe\xff", b"\xff\xfe\x00\x00"):
+        return data.decode("utf-32", "replace").encode("utf-8", "replace")
+    if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+        return data.decode("utf-16", "replace").encode("utf-8", "replace")
+    if b"\x00" in data[:4]:  # UTF-16/32 without a byte-order mark
+        return data.replace(b"\x00", b"")
+    return data
+
+
+def _load_xml(xml_path: Path) -> etree._Element:
+    """Read the bytes ourselves and parse them safely; DataError for unreadable, empty, DTD or bad XML."""
+    try:
+        data = xml_path.read_bytes()
+    except FileNotFoundError:
+        raise DataError(xml_path, "annotation file missing") from None
+    except OSError as exc:
+        raise DataError(xml_path, f"cannot read file ({exc.strerror or exc})") from None
+    if not data.strip():
+        raise DataError(xml_path, "empty file")
+    # Refuse before parsing: cheap, and it covers billion-laughs and external-entity (XXE) files.
+    probe = _ascii_view(data)
+    if b"<!ENTITY" in probe or re.search(rb"<!DOCTYPE[^>\[]*(\[|SYSTEM|PUBLIC)", probe):
+        raise DataError(xml_path, "document declares entities/DTD, refused")
+    try:
+        root = etree.fromstring(data, parser=_safe_parser())
+    except etree.XMLSyntaxError as exc:
+        if "entity" in (exc.msg or "").lower():
+            raise DataError(xml_path, f"document declares entities/DTD, refused ({exc.msg})") from None
+        raise DataError(xml_path, f"malformed XML ({exc.msg})") from None
+    docinfo = root.getroottree().docinfo
+    # Second line of defence for encodings the byte scan cannot see (UTF-16 and friends).
+    if docinfo.internalDTD is not None or docinfo.system_url or docinfo.public_id:
+        raise DataError(xml_path, "document declares entities/DTD, refused")
+    if root.tag != "annotation":
+        raise DataError(xml_path, f"not a VOC annotation (root element <{root.tag}>)")
+    return root
+
+
+def _text(elem: etree._Element, path: str) -> str | None:
+    """Stripped text of a child element, or None when the element is absent."""
+    child = elem.find(path)
+    if child is None:
+        return None
+    return (child.text or "").strip()
+
+
+def _number(xml_path: Path, where: str, field: str, text: str) -> float:
+    """Parse a finite number, or raise a DataError saying which field held what."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise DataError(xml_path, f"{where}non-numeric {field} {text!r}") from None
+    if not math.isfinite(value):
+        raise DataError(xml_path, f"{where}non-finite {field} {text!r}")
+    return value
+
+
+def _flag(xml_path: Path, where: str, field: str, text: str | None) -> bool:
+    """Parse a VOC 0/1 flag; a missing element means False."""
+    if text is None:
+        return False
+    low = text.lower()
+    if low in _TRUE:
+        return True
+    if low in _FALSE:
+        return False
+    try:
+        return float(low) != 0.0
+    except ValueError:
+        raise DataError(xml_path, f"{where}bad {field} value {text!r}") from None
+
+
+def _size(xml_path: Path, root: etree._Element) -> tuple[int, int, int]:
+    """(width, height, depth) from <size>; absent or zero sizes are 0 (depth defaults to 3)."""
+    size = root.find("size")
+    if size is None:
+        return 0, 0, 3
+    values = []
+    for field, default in (("width", 0), ("height", 0), ("depth", 3)):
+        text = _text(size, field)
+        if text is None or text == "":
+            values.append(default)
+            continue
+        number = _number(xml_path, "size: ", field, text)
+        if number < 0 or number != int(number):
+            raise DataError(xml_path, f"size: bad {field} {text!r}")
+        values.append(int(number))
+    return values[0], values[1], values[2] or 3
+
+
+def _filename_from_bytes(xml_path: Path) -> str | None:
+    """The basename in <filename>, read with a regex so discover never parses (or chokes on) the XML."""
+    try:
+        with xml_path.open("rb") as fh:
+            head = fh.read(65536)
+    except OSError:
+        return None
+    match = _FILENAME_RE.search(head)
+    if not match:
+        return None
+    name = match.group(1).decode("utf-8", "replace").replace("\\", "/").rsplit("/", 1)[-1].strip()
+    return name or None
+
+
+def _default_image_path(xml_path: Path, filename: str | None) -> Path:
+    """Where the image of a lone XML file should be: beside it, or in ../JPEGImages for VOC trees."""
+    dirs = [xml_path.parent]
+    if xml_path.parent.name in _ANNOTATION_DIRS:
+        dirs = [xml_path.parent.parent / d for d in _IMAGE_DIRS] + dirs
+    names = [filename] if filename else []
+    names.append(xml_path.stem + ".jpg")
+    for d in dirs:
+        for name in names:
+            hit = _find_image(d, name)
+            if hit is not None:
+                return hit
+    return dirs[-1] / names[0]
+
+
+def parse_annotation(xml_path: Path | str, image_path: Path | str | None = None,
+                     class_names: Sequence[str] | None = None, check: bool = True) -> Annotation:
+    """Parse one VOC XML file into an Annotation; DataError(path, reason) for anything wrong.
+
+    check=True also refuses degenerate boxes (xmax <= xmin or ymax <= ymin) and, when class_names
+    is given, unknown classes. Boxes are checked against the real image by check_against_image().
+    """
+    xml_path = Path(xml_path)
+    root = _load_xml(xml_path)
+    width, height, depth = _size(xml_path, root)
+    if image_path is None:
+        image_path = _default_image_path(xml_path, _text(root, "filename") or None)
+    known = set(class_names) if class_names is not None else None
+    objects = []
+    for index, obj in enumerate(root.findall("object"), start=1):
+        where = f"object {index}: "
+        name = _text(obj, "name")
+        if name is None:
+            raise DataError(xml_path, f"{where}missing name")
+        if not name:
+            raise DataError(xml_path, f"{where}empty name")
+        bndbox = obj.find("bndbox")
+        if bndbox is None:
+            raise DataError(xml_path, f"{where}missing bndbox")
+        coords = []
+        for field in BOX_FIELDS:
+            text = _text(bndbox, field)
+            if text is None or text == "":
+                raise DataError(xml_path, f"{where}missing bndbox/{field}")
+            coords.append(_number(xml_path, where, f"bndbox/{field}", text))
+        box = (coords[0], coords[1], coords[2], coords[3])
+        if check and (box[2] <= box[0] or box[3] <= box[1]):
+            raise DataError(xml_path, f"{where}degenerate box {_fmt_box(box)} (needs xmax > xmin and ymax > ymin)")
+        if check and known is not None and name not in known:
+            raise DataError(xml_path, f"{where}unknown class {name!r} (known: {', '.join(sorted(known))})")
+        objects.append(VocObject(name=name, box=box,
+                                 difficult=_flag(xml_path, where, "difficult", _text(obj, "difficult")),
+                                 truncated=_flag(xml_path, where, "truncated", _text(obj, "truncated"))))
+    return Annotation(xml_path=xml_path, image_path=Path(image_path), width=width, height=height,
+                      depth=depth, objects=tuple(objects))
+
+
+def _fmt_box(box: Sequence[float]) -> str:
+    return "(" + ", ".join(f"{v:g}" for v in box) + ")"
+
+
+def check_against_image(ann: Annotation, width: int, height: int) -> Annotation:
+    """Reconcile an annotation with the decoded image: the real size wins, boxes must lie inside it.
+
+    A <size> that disagrees is logged and replaced. Boxes may overshoot by BOX_TOLERANCE_PX (1 px,
+    VOC's 1-based convention) and are then clipped; anything further out is a DataError.
+    """
+    if width <= 0 or height <= 0:
+        raise DataError(ann.image_path, f"image has no pixels ({width}x{height})")
+    if (ann.width, ann.height) != (0, 0) and (ann.width, ann.height) != (width, height):
+        logger.warning("%s: <size> says %dx%d but the image %s is %dx%d; using the image's size",
+                       ann.xml_path, ann.width, ann.height, ann.image_path.name, width, height)
+    tol = BOX_TOLERANCE_PX
+    objects = []
+    for index, obj in enumerate(ann.objects, start=1):
+        x0, y0, x1, y1 = obj.box
+        if x0 < -tol or y0 < -tol or x1 > width + tol or y1 > height + tol:
+            raise DataError(ann.xml_path, f"object {index}: box {_fmt_box(obj.box)} outside the "
+                                          f"{width}x{height} image {ann.image_path.name}")
+        clipped = (min(max(x0, 0.0), width), min(max(y0, 0.0), height),
+                   min(max(x1, 0.0), width), min(max(y1, 0.0), height))
+        if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
+            raise DataError(ann.xml_path, f"object {index}: box {_fmt_box(obj.box)} has no area inside "
+                                          f"the {width}x{height} image {ann.image_path.name}")
+        objects.append(dataclasses.replace(obj, box=clipped) if clipped != obj.box else obj)
+    return dataclasses.replace(ann, width=width, height=height, objects=tuple(objects))
+
+
+def class_names_from(annotations: Iterable[Annotation]) -> list[str]:
+    """Sorted unique class names over all objects of the given annotations."""
+    return sorted({obj.name for ann in annotations for obj in ann.objects})
+
+
+# ------------------------------------------------------------------------------------------- discovery
+
+def _is_xml(path: Path) -> bool:
+    return path.suffix.lower() == ".xml" and not path.name.startswith(".") and path.is_file()
+
+
+def _is_image(path: Path) -> bool:
+    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
+
+
+def _find_image(folder: Path, name: str) -> Path | None:
+    """An existing image in folder called name (or name + an image suffix when name has none)."""
+    candidate = folder / name
+    if candidate.suffix.lower() in IMAGE_SUFFIXES and candidate.is_file():
+        return candidate
+    if not Path(name).suffix:
+        for suffix in IMAGE_SUFFIXES:
+            if (folder / (name + suffix)).is_file():
+                return folder / (name + suffix)
+    return None
+
+
+def _match(xml_path: Path, by_name: dict[str, Path], by_stem: dict[str, Path], fallback_dir: Path) -> Path:
+    """Image for an XML: by <filename>, then by stem; else the expected (missing) path in fallback_dir."""
+    filename = _filename_from_bytes(xml_path)
+    if filename:
+        hit = by_name.get(filename) or by_name.get(filename.lower())
+        if hit is None and not Path(filename).suffix:
+            hit = by_stem.get(filename)
+        if hit is not None:
+            return hit
+    hit = by_stem.get(xml_path.stem)
+    if hit is not None:
+        return hit
+    return fallback_dir / (filename or xml_path.stem + ".jpg")
+
+
+def _index_images(folders: Iterable[Path]) -> tuple[dict[str, Path], dict[str, Path]]:
+    """Name and stem lookup tables of the images in folders (first folder wins on clashes)."""
+    by_name: dict[str, Path] = {}
+    by_stem: dict[str, Path] = {}
+    for folder in folders:
+        for path in sorted(folder.iterdir()):
+            if _is_image(path):
+                by_name.setdefault(path.name, path)
+                by_name.setdefault(path.name.lower(), path)
+                by_stem.setdefault(path.stem, path)
+    return by_name, by_stem
+
+
+def _discover_voc(root: Path, split: str | None) -> list[Sample]:
+    """Canonical VOC: Annotations/, JPEGImages/, optional ImageSets/Main/<split>.txt."""
+    ann_dir = root / "Annotations"
+    img_dir = root / "JPEGImages"
+    img_dirs = [img_dir] if img_dir.is_dir() else []
+    by_name, by_stem = _index_images(img_dirs)
+    if split is None:
+        xmls = sorted(p for p in ann_dir.iterdir() if _is_xml(p))
+    else:
+        split_file = root / "ImageSets" / "Main" / f"{split}.txt"
+        if not split_file.is_file():
+            raise DataError(split_file, f"split file for split {split!r} not found")
+        xmls = []
+        for lineno, line in enumerate(split_file.read_text(encoding="utf-8").splitlines(), start=1):
+            fields = line.split()
+            if not fields:
+                continue
+            xml = ann_dir / f"{fields[0]}.xml"
+            if not xml.is_file():
+                raise DataError(split_file, f"line {lineno}: id {fields[0]!r} has no annotation {xml.name} in {ann_dir}")
+            xmls.append(xml)
+        xmls = sorted(set(xmls))
+    return [Sample(image_path=_match(x, by_name, by_stem, img_dir), xml_path=x) for x in xmls]
+
+
+def _discover_folders(root: Path) -> list[Sample] | None:
+    """Separate folders (e.g. images/ + annotations/); None when root does not look like that."""
+    subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
+    ann_dirs, img_dirs, mixed = [], [], []
+    for d in subdirs:
+        entries = list(d.iterdir())
+        has_xml = any(_is_xml(p) for p in entries)
+        has_img = any(_is_image(p) for p in entries)
+        if has_xml and has_img:
+            mixed.append(d)
+        elif has_xml:
+            ann_dirs.append(d)
+        elif has_img:
+            img_dirs.append(d)
+    if not ann_dirs:
+        if mixed:
+            names = ", ".join(d.name for d in mixed)
+            raise DataError(root, f"no annotations directly here; the subfolders {names} hold image+XML "
+                                  f"pairs: pass split= or one of them as data_dir")
+        return None
+    # Prefer conventionally named image folders, so images/ is searched before e.g. thumbnails/.
+    img_dirs.sort(key=lambda d: (d.name not in _IMAGE_DIRS, d.name))
+    by_name, by_stem = _index_images(img_dirs)
+    fallback = img_dirs[0] if img_dirs else root / "images"
+    xmls = sorted(p for d in ann_dirs for p in d.iterdir() if _is_xml(p))
+    return [Sample(image_path=_match(x, by_name, by_stem, fallback), xml_path=x) for x in xmls]
+
+
+def discover(data_dir: Path | str, split: str | None = None) -> list[Sample]:
+    """Find (image, XML) pairs, sorted by XML path, in one of three layouts.
+
+    (a) images beside their XML files; (b) canonical VOC (Annotations/, JPEGImages/, ImageSets/Main);
+    (c) separate folders such as images/ + annotations/, matched by <filename> or stem. When split is
+    given and data_dir/split is a folder, that folder is used. An XML whose image is not found still
+    yields a Sample (with the expected path) so the loader reports it instead of dropping it.
+    """
+    data_dir = Path(data_dir)
+    if not data_dir.exists():
+        raise DataError(data_dir, "data folder does not exist")
+    if not data_dir.is_dir():
+        raise DataError(data_dir, "not a folder")
+    if split is not None and (data_dir / split).is_dir():
+        data_dir, split = data_dir / split, None
+    if (data_dir / "Annotations").is_dir():
+        samples = _discover_voc(data_dir, split)
+    else:
+        if split is not None:
+            raise DataError(data_dir, f"split {split!r} requested but there is neither a {split}/ folder "
+                                      f"nor ImageSets/Main/{split}.txt")
+        xmls = sorted(p for p in data_dir.iterdir() if _is_xml(p))
+        if xmls:
+            by_name, by_stem = _index_images([data_dir])
+            samples = [Sample(image_path=_match(x, by_name, by_stem, data_dir), xml_path=x) for x in xmls]
+        else:
+            samples = _discover_folders(data_dir) or []
+    if not samples:
+        raise DataError(data_dir, "no Pascal VOC annotations (*.xml) found")
+    missing = sum(not s.image_path.is_file() for s in samples)
+    logger.info("%s: found %d annotated samples (%d without an image file)", data_dir, len(samples), missing)
+    return sorted(samples, key=lambda s: (str(s.xml_path), str(s.image_path)))

@@ -169,7 +169,7 @@ def _quantize(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        _table(result["variants"])
+        _table([result["reference"], *result["variants"]])
     return 0
 
 

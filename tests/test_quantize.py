@@ -1,0 +1,254 @@
+"""Tests for sprint2.quantize: every TFLite variant converts, runs under LiteRT by output name, and is measured."""
+
+from __future__ import annotations
+
+import importlib.util
+import math
+import sys
+from pathlib import Path
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from keras import layers
+
+from sprint2 import quantize as q
+
+SIZE = 32
+
+
+def tiny_model(num_classes: int, size: int = SIZE, seed: int = 0) -> keras.Model:
+    """A small model with the project's contract: 0..255 float input, {"class": softmax, "box": px}.
+
+    The box head's bias sits at image-sized pixel values so that mixing up the two outputs
+    (same shape when num_classes == 4) shows up as a large difference.
+    """
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((size, size, 3), name="image")
+    x = layers.Rescaling(1.0 / 255.0)(inputs)
+    x = layers.Conv2D(16, 3, activation="relu")(x)
+    x = layers.Conv2D(32, 3, strides=2, activation="relu")(x)  # > 1024 weights: dynamic-range quantizes it
+    x = layers.GlobalAveragePooling2D()(x)
+    cls = layers.Dense(num_classes, activation="softmax", name="class")(x)
+    box = layers.Dense(
+        4, name="box", bias_initializer=keras.initializers.Constant([4.0, 6.0, size - 6.0, size - 4.0])
+    )(x)
+    return keras.Model(inputs, {"class": cls, "box": box})
+
+
+def images(n: int, size: int = SIZE, seed: int = 1) -> np.ndarray:
+    """Random 0..255 float32 images with some structure (a bright square) so activations vary."""
+    rng = np.random.default_rng(seed)
+    out = rng.integers(0, 120, (n, size, size, 3)).astype(np.float32)
+    for img in out:
+        x0, y0 = rng.integers(0, size // 2, 2)
+        img[y0 : y0 + size // 3, x0 : x0 + size // 3] += 130.0
+    return out
+
+
+@pytest.fixture(scope="module")
+def converted(tmp_path_factory: pytest.TempPathFactory) -> tuple[keras.Model, dict[str, Path]]:
+    """The tiny model (C == 4, same shape as the box) converted once to every variant."""
+    model = tiny_model(num_classes=4)
+    out = tmp_path_factory.mktemp("tflite")
+    paths = q.convert_all(model, out, q.representative_sample(images(40, seed=2), count=16, seed=0))
+    return model, paths
+
+
+def test_all_variants_written_to_out_dir(converted: tuple[keras.Model, dict[str, Path]]) -> None:
+    _, paths = converted
+    assert set(paths) == set(q.VARIANTS)
+    for name, path in paths.items():
+        assert path.name == f"model_{name}.tflite" and path.stat().st_size > 0
+    assert (next(iter(paths.values())).parent / "saved_model" / "saved_model.pb").is_file()
+
+
+@pytest.mark.parametrize("variant", q.VARIANTS)
+def test_variant_runs_batch1_and_batched(converted: tuple[keras.Model, dict[str, Path]], variant: str) -> None:
+    model, paths = converted
+    runner = q.LiteRTModel(paths[variant], num_threads=1)
+    x = images(6)
+    one = runner(x[:1])
+    assert one["class"].shape == (1, 4) and one["box"].shape == (1, 4)
+    many = runner(x)
+    assert many["class"].shape == (6, 4) and many["box"].shape == (6, 4)
+    again = runner(x[:1])  # resized back down
+    for name in q.OUTPUT_NAMES:
+        assert again[name].dtype == np.float32
+        np.testing.assert_allclose(again[name], one[name], atol=1e-6)
+        # Batched rows equal single-image runs (quantized kernels too: per-tensor activation scales are fixed).
+        np.testing.assert_allclose(many[name][:1], one[name], atol=1e-4)
+    np.testing.assert_allclose(many["class"].sum(1), 1.0, atol=0.02)
+
+
+@pytest.mark.parametrize("variant", q.VARIANTS)
+def test_outputs_mapped_by_name_not_position(converted: tuple[keras.Model, dict[str, Path]], variant: str) -> None:
+    """With C == 4 both outputs have shape (N, 4); each must still match Keras' output of the same name."""
+    model, paths = converted
+    x = images(8, seed=3)
+    ref = q.keras_predictor(model)(x)
+    got = q.LiteRTModel(paths[variant], num_threads=2)(x)
+    assert np.abs(ref["box"] - ref["class"]).min() > 1.0  # the two outputs are far apart
+    np.testing.assert_allclose(got["class"], ref["class"], atol=0.05)
+    np.testing.assert_allclose(got["box"], ref["box"], atol=1.0)
+
+
+def test_float32_matches_keras_within_1e_4(converted: tuple[keras.Model, dict[str, Path]]) -> None:
+    model, paths = converted
+    x = images(10, seed=4)
+    ref = q.keras_predictor(model)(x)
+    got = q.predict_batched(q.LiteRTModel(paths["float32"], num_threads=2), x, batch_size=4)
+    for name in q.OUTPUT_NAMES:
+        np.testing.assert_allclose(got[name], ref[name], atol=1e-4, rtol=0)
+
+
+def test_quantized_variants_are_smaller(converted: tuple[keras.Model, dict[str, Path]]) -> None:
+    _, paths = converted
+    size = {name: p.stat().st_size for name, p in paths.items()}
+    for name in ("dynamic_int8", "float16", "int8", "int8_io"):
+        assert size[name] < size["float32"], (name, size)
+
+
+def test_int8_io_takes_uint8_pixels_and_returns_floats(converted: tuple[keras.Model, dict[str, Path]]) -> None:
+    model, paths = converted
+    runner = q.LiteRTModel(paths["int8_io"], num_threads=1)
+    assert runner.input_dtype == np.uint8
+    assert q.LiteRTModel(paths["int8"], num_threads=1).input_dtype == np.float32
+    x = images(4, seed=5)
+    # uint8 input of 0..255 pixels: the interpreter sees exactly the image (scale 1, zero point 0).
+    assert np.array_equal(runner._to_input(x), x.astype(np.uint8))
+    out = runner(x)
+    assert out["box"].dtype == np.float32 and out["box"].max() > 10.0  # dequantized pixels, not raw codes
+
+
+def test_convert_rejects_unknown_variant_and_missing_calibration(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown variant"):
+        q.convert(tmp_path, "int4")
+    saved = q.export_saved_model(tiny_model(3), tmp_path)
+    with pytest.raises(ValueError, match="representative"):
+        q.convert(saved, "int8", representative=None)
+
+
+def test_runner_requires_named_outputs(tmp_path: Path) -> None:
+    """A model whose outputs are not named class/box is refused instead of guessed by position."""
+    inputs = keras.Input((SIZE, SIZE, 3))
+    x = layers.GlobalAveragePooling2D()(inputs)
+    model = keras.Model(inputs, {"scores": layers.Dense(3, name="scores")(x), "box": layers.Dense(4, name="box")(x)})
+    path = tmp_path / "bad.tflite"
+    path.write_bytes(q.convert(q.export_saved_model(model, tmp_path), "float32"))
+    with pytest.raises(ValueError, match="lack"):
+        q.LiteRTModel(path, num_threads=1)
+
+
+def test_representative_sample_is_seeded_subset() -> None:
+    x = images(30)
+    a = q.representative_sample(x, count=10, seed=7)
+    b = q.representative_sample(x, count=10, seed=7)
+    c = q.representative_sample(x, count=10, seed=8)
+    assert a.shape == (10, SIZE, SIZE, 3) and np.array_equal(a, b) and not np.array_equal(a, c)
+    assert all(any(np.array_equal(row, img) for img in x) for row in a)
+    assert len(q.representative_sample(x, count=500)) == 30
+
+
+def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    lo, hi = np.maximum(a[:, :2], b[:, :2]), np.minimum(a[:, 2:], b[:, 2:])
+    inter = np.clip(hi - lo, 0, None).prod(1)
+    union = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(1) + np.clip(b[:, 2:] - b[:, :2], 0, None).prod(1) - inter
+    return inter / np.maximum(union, 1e-9)
+
+
+def test_measure_variants_report_keys_and_types(tmp_path: Path) -> None:
+    model = tiny_model(num_classes=3)
+    test_x = images(12, seed=6)
+    labels = np.arange(12) % 3
+    gt = np.tile([[4.0, 6.0, SIZE - 6.0, SIZE - 4.0]], (12, 1))
+
+    def metrics(probs: np.ndarray, boxes: np.ndarray) -> dict[str, float]:
+        return {"accuracy": float((probs.argmax(1) == labels).mean()), "mean_iou": float(_iou(boxes, gt).mean())}
+
+    report = q.measure_variants(
+        model, images(20, seed=7), test_x, metrics, out_dir=tmp_path, repeats=4, batch_size=5, num_threads=1,
+        representative_count=8, keras_bytes=123_456,
+    )
+    assert [r["name"] for r in report["variants"]] == list(q.VARIANTS)
+    types = {
+        "name": str, "bytes": int, "size_ratio": float, "size_ratio_keras": float, "latency_ms": float,
+        "latency_p95_ms": float, "speedup": float, "throughput_ips": float, "accuracy": float, "mean_iou": float,
+        "max_diff_class": float, "max_diff_box_px": float, "io_dtype": str,
+    }
+    for row in report["variants"]:
+        for key, typ in types.items():
+            assert isinstance(row[key], typ), (row["name"], key, row[key])
+        assert row["bytes"] == Path(report["files"][row["name"]]).stat().st_size
+        assert math.isclose(row["size_ratio_keras"], row["bytes"] / 123_456)
+        assert row["latency_ms"] > 0 and row["latency_p95_ms"] >= row["latency_ms"] * 0.5
+        assert 0.0 <= row["accuracy"] <= 1.0 and 0.0 <= row["mean_iou"] <= 1.0
+    f32 = report["variants"][0]
+    assert f32["size_ratio"] == 1.0 and f32["max_diff_class"] < 1e-4 and f32["max_diff_box_px"] < 1e-4
+    ref = report["reference"]
+    assert ref["name"] == "keras" and ref["speedup"] == 1.0 and ref["bytes"] == 123_456
+    assert isinstance(ref["latency_ms"], float) and isinstance(ref["predict_latency_ms"], float)
+    assert math.isclose(ref["latency_ms"] / f32["latency_ms"], f32["speedup"])
+    assert f32["accuracy"] == ref["accuracy"] and math.isclose(f32["mean_iou"], ref["mean_iou"], abs_tol=1e-5)
+    assert report["threads"]["litert"] == 1 and report["representative_images"] == 8
+    assert report["test_images"] == 12 and report["timed_calls"] == 4
+    targets = q.check_targets(report, "int8")
+    assert set(targets) == {"size_ratio", "speedup", "accuracy_drop", "mean_iou_drop"}
+    assert targets["size_ratio"]["met"] == (report["variants"][3]["size_ratio"] <= 0.3)
+
+
+def test_improved_model_converts_with_names_mapped(tmp_path: Path) -> None:
+    """The real improved architecture (CoordConv, pixel box head) converts and runs under LiteRT."""
+    model_mod = pytest.importorskip("sprint2.model")
+    keras.utils.set_random_seed(0)
+    model = model_mod.build_model("improved", num_classes=4, image_size=64)
+    x = images(6, size=64, seed=8)
+    paths = q.convert_all(model, tmp_path, x, variants=("float32", "int8"))
+    ref = q.keras_predictor(model)(x)
+    f32 = q.LiteRTModel(paths["float32"], num_threads=2)(x)
+    for name in q.OUTPUT_NAMES:
+        np.testing.assert_allclose(f32[name], ref[name], atol=1e-4, rtol=1e-5)
+    int8 = q.LiteRTModel(paths["int8"], num_threads=2)(x)
+    np.testing.assert_allclose(int8["box"], ref["box"], atol=3.0)  # 64-px boxes, a few px of int8 error at most
+    np.testing.assert_allclose(int8["class"], ref["class"], atol=0.1)
+    assert paths["int8"].stat().st_size < 0.3 * paths["float32"].stat().st_size
+
+
+def test_quantize_report_end_to_end(tmp_path: Path) -> None:
+    """The CLI's function on generated VOC data and a saved .keras model."""
+    for name in ("sprint2.loading", "sprint2.synthetic"):
+        if importlib.util.find_spec(name) is None:
+            pytest.skip(f"{name} not written yet")
+    from sprint2.synthetic import generate
+
+    data = generate(tmp_path / "data", train=16, test=6, classes=3, seed=0)
+    model_path = tmp_path / "tiny.keras"
+    tiny_model(num_classes=3).save(model_path)
+    report = q.quantize_report(model_path, data, out_dir=tmp_path / "out", repeats=3, max_images=4, qat=False)
+    assert [r["name"] for r in report["variants"]] == list(q.VARIANTS)
+    assert report["test_images"] == 4 and report["image_size"] == SIZE
+    assert report["reference"]["bytes"] == model_path.stat().st_size
+    for row in report["variants"]:
+        assert Path(report["files"][row["name"]]).parent == tmp_path / "out"
+        assert {"accuracy", "mean_iou", "hit_rate_iou50"} <= set(row)
+
+
+def test_qat_outcome_is_well_formed() -> None:
+    outcome = q.try_quantization_aware_training(tiny_model(3))
+    assert isinstance(outcome.supported, bool)
+    assert outcome.versions["tensorflow"] == tf.__version__ and outcome.versions["keras"] == keras.__version__
+    assert "tfmot" in outcome.versions
+    if outcome.supported:
+        assert outcome.error is None and outcome.quantized_model is not None
+    else:
+        assert isinstance(outcome.error, str) and ": " in outcome.error and outcome.quantized_model is None
+    assert set(outcome.as_dict()) == {"supported", "error", "versions"}
+
+
+def test_qat_reports_import_error_verbatim(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setitem(sys.modules, "tensorflow_model_optimization", None)  # makes the import raise
+    outcome = q.try_quantization_aware_training(tiny_model(3))
+    assert not outcome.supported
+    assert outcome.error.startswith(("ImportError", "ModuleNotFoundError"))
+    assert "tensorflow_model_optimization" in outcome.error

@@ -4,4 +4,10 @@ Importing the package is cheap on purpose: TensorFlow is imported only by the mo
 train or run models (model, distribute, training, evaluate, quantize).
 """
 
+import os
+
+# TensorFlow's C++ start-up chatter (oneDNN notes, CUDA probing on CPU-only machines) would otherwise
+# fill every notebook's output; errors still show. A value the user set wins.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
 __version__ = "0.1.0"

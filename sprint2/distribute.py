@@ -1,0 +1,147 @@
+"""Choosing a tf.distribute strategy: all GPUs, N logical CPUs, or several workers from TF_CONFIG.
+
+Logical CPU devices let MirroredStrategy be exercised (and tested) on a laptop; they must be
+configured before TensorFlow initialises its runtime, hence `configure_logical_cpus`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from dataclasses import dataclass, field
+from typing import Literal
+
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+StrategyKind = Literal["auto", "cpu", "gpu", "multiworker"]
+
+
+class StrategyError(RuntimeError):
+    """A strategy that cannot be built as asked, with the reason and what to do about it."""
+
+
+@dataclass
+class StrategyInfo:
+    """What `get_strategy` chose and why; plain data, safe to log or put in metrics.json."""
+
+    kind: str
+    devices: list[str] = field(default_factory=list)
+    replicas: int = 1
+    reason: str = ""
+    is_chief: bool = True
+    worker_index: int = 0
+
+    def as_dict(self) -> dict:
+        """JSON-ready copy."""
+        return {
+            "kind": self.kind,
+            "devices": list(self.devices),
+            "replicas": self.replicas,
+            "reason": self.reason,
+            "is_chief": self.is_chief,
+            "worker_index": self.worker_index,
+        }
+
+
+def configure_logical_cpus(n: int) -> list[str]:
+    """Splits the CPU into n logical devices (reusing an existing split of >= n) and returns their names.
+
+    Raises StrategyError when TensorFlow's runtime is already initialised with fewer devices.
+    """
+    if n < 1:
+        raise ValueError(f"need at least one logical CPU, got {n}")
+    cpu = tf.config.list_physical_devices("CPU")[0]
+    configured = tf.config.get_logical_device_configuration(cpu) or []
+    if len(configured) < n:
+        try:
+            tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * n)
+        except RuntimeError as exc:
+            have = len(tf.config.list_logical_devices("CPU"))
+            if have < n:
+                raise StrategyError(
+                    f"cannot create {n} logical CPU devices: TensorFlow's runtime is already initialised "
+                    f"with {have}. Call sprint2.distribute.configure_logical_cpus({n}) (or get_strategy('cpu', "
+                    f"replicas={n})) at the top of the process or notebook, before any TensorFlow op runs, "
+                    f"or restart the kernel. ({exc})"
+                ) from exc
+    devices = [d.name for d in tf.config.list_logical_devices("CPU")]
+    if len(devices) < n:
+        raise StrategyError(f"asked for {n} logical CPU devices but TensorFlow reports {len(devices)}: {devices}")
+    return devices[:n]
+
+
+def _multiworker() -> tuple[tf.distribute.Strategy, StrategyInfo]:
+    """MultiWorkerMirroredStrategy from TF_CONFIG; the chief is task 'chief', or worker 0 when there is none."""
+    raw = os.environ.get("TF_CONFIG")
+    if not raw:
+        raise StrategyError(
+            "strategy 'multiworker' needs the TF_CONFIG environment variable "
+            '(e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}})'
+        )
+    try:
+        config = json.loads(raw)
+        task = config["task"]
+        cluster = config["cluster"]
+    except (ValueError, KeyError, TypeError) as exc:
+        raise StrategyError(f"TF_CONFIG is not valid: {exc}") from exc
+    strategy = tf.distribute.MultiWorkerMirroredStrategy()
+    task_type, index = task.get("type", "worker"), int(task.get("index", 0))
+    is_chief = task_type == "chief" or (task_type == "worker" and index == 0 and "chief" not in cluster)
+    workers = sum(len(v) for k, v in cluster.items() if k in ("chief", "worker"))
+    info = StrategyInfo(
+        kind="multiworker",
+        devices=list(strategy.extended.worker_devices),
+        replicas=int(strategy.num_replicas_in_sync),
+        reason=f"MultiWorkerMirroredStrategy over {workers} workers from TF_CONFIG; this is {task_type} {index}",
+        is_chief=is_chief,
+        worker_index=index,
+    )
+    return strategy, info
+
+
+def get_strategy(
+    kind: StrategyKind = "auto", replicas: int | None = None
+) -> tuple[tf.distribute.Strategy, StrategyInfo]:
+    """Returns (strategy, info) for 'auto', 'cpu' (replicas > 1: logical CPUs), 'gpu' or 'multiworker'."""
+    if kind == "multiworker":
+        return _multiworker()
+    if kind not in ("auto", "cpu", "gpu"):
+        raise StrategyError(f"unknown strategy {kind!r}; choose auto, cpu, gpu or multiworker")
+    if replicas is not None and replicas < 1:
+        raise StrategyError(f"replicas must be >= 1, got {replicas}")
+
+    if kind == "cpu" and replicas and replicas > 1:
+        devices = configure_logical_cpus(replicas)
+        # NCCL and hierarchical copy need GPUs; reducing onto one device works on logical CPUs.
+        strategy = tf.distribute.MirroredStrategy(
+            devices=devices, cross_device_ops=tf.distribute.ReductionToOneDevice(reduce_to_device=devices[0])
+        )
+        reason = f"MirroredStrategy over {replicas} logical CPU devices (one physical CPU split in {replicas})"
+        return strategy, StrategyInfo("cpu", devices, replicas, reason)
+
+    gpus = tf.config.list_physical_devices("GPU") if kind != "cpu" else []
+    if kind == "gpu" and not gpus:
+        raise StrategyError("strategy 'gpu' asked for but TensorFlow sees no GPU; use 'auto' or 'cpu'")
+    if gpus:
+        names = [d.name for d in tf.config.list_logical_devices("GPU")]
+        if replicas:
+            if replicas > len(names):
+                raise StrategyError(f"asked for {replicas} GPU replicas but only {len(names)} GPUs: {names}")
+            names = names[:replicas]
+        ops = tf.distribute.NcclAllReduce() if len(names) > 1 else tf.distribute.HierarchicalCopyAllReduce()
+        strategy = tf.distribute.MirroredStrategy(devices=names, cross_device_ops=ops)
+        reason = f"MirroredStrategy over {len(names)} GPU(s)"
+        return strategy, StrategyInfo(kind, names, len(names), reason)
+
+    strategy = tf.distribute.get_strategy()
+    reason = (
+        "default strategy on CPU: no GPU found (use strategy 'cpu' with replicas > 1 for MirroredStrategy "
+        "over logical CPUs)"
+        if kind == "auto"
+        else "default strategy on CPU (one replica)"
+    )
+    cpu = [d.name for d in tf.config.list_logical_devices("CPU")][:1]
+    return strategy, StrategyInfo(kind, cpu, 1, reason)

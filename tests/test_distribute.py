@@ -1,0 +1,83 @@
+"""Strategy choice: logical CPUs before the runtime starts, clear errors otherwise."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import tensorflow as tf
+
+from sprint2.distribute import StrategyError, get_strategy
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
+    """Runs code in a fresh Python (TF's runtime not yet started) from the repository root."""
+    full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
+    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=full_env, capture_output=True, text=True,
+                          timeout=300)  # fmt: skip
+
+
+def test_auto_without_gpu_is_default_strategy_with_reason() -> None:
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU")
+    strategy, info = get_strategy("auto")
+    assert strategy.num_replicas_in_sync == 1 and info.replicas == 1
+    assert "no GPU" in info.reason and info.is_chief and info.kind == "auto"
+
+
+def test_gpu_without_gpu_errors() -> None:
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(StrategyError, match="no GPU"):
+        get_strategy("gpu")
+
+
+def test_multiworker_needs_tf_config(monkeypatch) -> None:
+    monkeypatch.delenv("TF_CONFIG", raising=False)
+    with pytest.raises(StrategyError, match="TF_CONFIG"):
+        get_strategy("multiworker")
+
+
+def test_unknown_kind() -> None:
+    with pytest.raises(StrategyError, match="unknown strategy"):
+        get_strategy("tpu")  # type: ignore[arg-type]
+
+
+def test_logical_cpus_configured_first_then_reused() -> None:
+    code = """
+import json, tensorflow as tf
+from sprint2.distribute import get_strategy, configure_logical_cpus
+s, info = get_strategy("cpu", replicas=2)
+tf.constant(1.0) + 1.0  # the runtime is running now
+again = configure_logical_cpus(2)  # already split in >= 2: reused, no error
+print(json.dumps({"replicas": s.num_replicas_in_sync, "devices": info.devices, "again": again,
+                  "ops": type(s.extended._cross_device_ops).__name__, "info_replicas": info.replicas}))
+"""
+    proc = _run(code)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["replicas"] == 2 and out["info_replicas"] == 2
+    assert len(out["devices"]) == 2 and out["devices"] == out["again"]
+    assert out["ops"] == "ReductionToOneDevice"
+
+
+def test_logical_cpus_after_runtime_started_raise_clear_error() -> None:
+    code = """
+import tensorflow as tf
+from sprint2.distribute import StrategyError, configure_logical_cpus
+tf.constant(1.0) + 1.0
+try:
+    configure_logical_cpus(2)
+except StrategyError as exc:
+    print("ERROR:", exc)
+"""
+    proc = _run(code)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ERROR:" in proc.stdout
+    assert "before any TensorFlow op" in proc.stdout and "restart the kernel" in proc.stdout

@@ -12,6 +12,8 @@ from typing import Any, Literal
 import keras
 import numpy as np
 
+from sprint2.images import box_iou
+
 logger = logging.getLogger(__name__)
 
 Target = Literal["largest", "all"]
@@ -19,26 +21,7 @@ Target = Literal["largest", "all"]
 
 def pairwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     """IoU matrix (len(a), len(b)) of xmin, ymin, xmax, ymax boxes; degenerate boxes give 0."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lo = np.maximum(a[:, None, :2], b[None, :, :2])
-    hi = np.minimum(a[:, None, 2:], b[None, :, 2:])
-    inter = np.clip(hi - lo, 0, None).prod(-1)
-    area_a = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1)
-    area_b = np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1)
-    union = area_a[:, None] + area_b[None, :] - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
-
-
-def elementwise_iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
-    """IoU of row i of a with row i of b, shape (N,)."""
-    a = np.asarray(a, np.float64).reshape(-1, 4)
-    b = np.asarray(b, np.float64).reshape(-1, 4)
-    lo = np.maximum(a[:, :2], b[:, :2])
-    hi = np.minimum(a[:, 2:], b[:, 2:])
-    inter = np.clip(hi - lo, 0, None).prod(-1)
-    union = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(-1) + np.clip(b[:, 2:] - b[:, :2], 0, None).prod(-1) - inter
-    return np.where(union > 0, inter / np.where(union > 0, union, 1), 0.0)
+    return box_iou(np.reshape(a, (-1, 1, 4)), np.reshape(b, (1, -1, 4)))
 
 
 def largest_index(boxes: np.ndarray) -> int:
@@ -155,7 +138,7 @@ def evaluate(probs: np.ndarray, boxes: np.ndarray, ds: Any, target: Target = "la
         logger.warning("%d of %d images have no objects; left out of accuracy and IoU", int((~keep).sum()), n)
     pred = probs.argmax(1) if n else np.zeros(0, np.int64)
     correct = (pred == t_labels)[keep]
-    ious = elementwise_iou(boxes, t_boxes)[keep]
+    ious = box_iou(boxes, t_boxes)[keep]
     confusion = np.zeros((num_classes, num_classes), np.int64)
     np.add.at(confusion, (t_labels[keep], pred[keep]), 1)
     aps = _ap_per_class(probs, boxes, ds, num_classes)

@@ -7,7 +7,8 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from sprint2.evaluate import average_precision, baseline, elementwise_iou, evaluate, image_targets
+from sprint2.evaluate import average_precision, baseline, evaluate, image_targets
+from sprint2.images import box_iou
 
 
 @dataclass
@@ -95,7 +96,7 @@ def test_average_precision_all_point_interpolation() -> None:
 
 
 def test_elementwise_iou_degenerate_is_zero() -> None:
-    assert elementwise_iou(np.array([[0, 0, 0, 0]]), np.array([[0, 0, 0, 0]]))[0] == 0.0
+    assert box_iou(np.array([[0, 0, 0, 0]]), np.array([[0, 0, 0, 0]]))[0] == 0.0
 
 
 def test_baseline_on_known_dataset() -> None:
@@ -107,7 +108,7 @@ def test_baseline_on_known_dataset() -> None:
     assert result["majority_class"] == "c1"
     np.testing.assert_allclose(result["mean_box"], mean, rtol=1e-6)
     assert result["accuracy"] == 0.5
-    expected_iou = (1.0 + elementwise_iou(np.array([mean]), np.array([[0, 0, 10, 10]]))[0]) / 2
+    expected_iou = (1.0 + box_iou(np.array([mean]), np.array([[0, 0, 10, 10]]))[0]) / 2
     assert result["mean_iou"] == pytest.approx(expected_iou)
     assert result["hit_rate_iou50"] == 0.5
 

@@ -6,8 +6,8 @@ train or run models (model, distribute, training, evaluate, quantize).
 
 import os
 
-# TensorFlow's C++ start-up chatter (oneDNN notes, CUDA probing on CPU-only machines) would otherwise
-# fill every notebook's output; errors still show. A value the user set wins.
+# Keep TensorFlow's C++ info and warning logs out of notebook outputs; errors still show. A value the
+# user set wins. (TensorFlow 2.21 prints a few absl lines at import time whatever this says.)
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"

@@ -254,3 +254,16 @@ def test_figures_are_not_left_open_in_pyplot() -> None:
     viz.plot_bar({"a": 1.0}, ylabel="s", title="t")
     viz.plot_confusion(np.eye(3), CLASSES)
     assert set(plt.get_fignums()) == before
+
+
+def test_table_renders_html_and_text_with_formats_and_dashes() -> None:
+    rows = [{"model": "improved", "acc": 0.953, "note": None}, {"model": "<b>", "acc": 1 / 3}]
+    t = viz.table(rows, ["model", ("accuracy", "acc", "{:.1%}"), "note"])
+    page = t._repr_html_()
+    assert "<th>accuracy</th>" in page and "<td>95.3%</td>" in page and "<td>33.3%</td>" in page
+    assert "<td>&lt;b&gt;</td>" in page, "cells are HTML-escaped"
+    assert page.count("<td>-</td>") == 2  # None and the missing key
+    lines = str(t).splitlines()
+    assert lines[0].split() == ["model", "accuracy", "note"] and lines[1].split() == ["improved", "95.3%", "-"]
+    assert viz.table([{"a": 1.23456789, "b": 2}])._repr_html_().count("<td>") == 2
+    assert "1.235" in str(viz.table([{"a": 1.23456789}]))

@@ -90,6 +90,15 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
         print(f"sprint2: error: {exc}", file=sys.stderr)
         return 2
+    except RuntimeError as exc:
+        # Strategy problems (a lost worker, logical CPUs asked for too late) are for the user to act
+        # on, not tracebacks. Their class lives in sprint2.distribute, which is only loaded (with
+        # TensorFlow) by commands that train, so look it up rather than import it here.
+        distribute = sys.modules.get("sprint2.distribute")
+        if distribute is None or not isinstance(exc, distribute.StrategyError):
+            raise
+        print(f"sprint2: error: {exc}", file=sys.stderr)
+        return 1
 
 
 def _generate(args: argparse.Namespace) -> int:

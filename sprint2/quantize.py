@@ -388,7 +388,8 @@ def quantize_report(
     """The `sprint2 quantize` report: every variant measured on the test split of `data_dir`.
 
     The image size is the model's input size; accuracy and IoU come from sprint2.evaluate on
-    the first `max_images` test images (all when None). With `qat`, also records whether
+    the first `max_images` test images (all when None). `seed` picks the held-out split (as in
+    run_training) and the representative images. With `qat`, also records whether
     quantization-aware training works in this environment.
     """
     # Imported here: quantize stays importable (and testable) on its own.
@@ -398,7 +399,11 @@ def quantize_report(
     model_path, out_dir = Path(model_path), Path(out_dir)
     model = load_model(model_path)
     size = int(model.input_shape[1])
-    train_ds, test_ds = load_splits(Path(data_dir), size)
+    # Same split and error policy as run_training (seeded held-out split when the data has none;
+    # bad files are reported and skipped), so the test images are the ones the model was scored on.
+    train_ds, test_ds = load_splits(Path(data_dir), size, seed=seed, errors="skip")
+    for failure in train_ds.failures + test_ds.failures:
+        logger.warning("skipped %s: %s", failure.path, failure.error)
     if max_images is not None:
         test_ds = _head(test_ds, max_images)
     if len(test_ds.images) == 0:

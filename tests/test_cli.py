@@ -1,0 +1,123 @@
+"""The `sprint2` command line: JSON shapes, exit codes (0 ok, 1 failures, 2 bad usage), clear errors."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from sprint2.cli import main
+from sprint2.synthetic import generate, plant_bad_files
+
+
+@pytest.fixture(scope="module")
+def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate(tmp_path_factory.mktemp("cli") / "data", train=24, test=8, classes=3, seed=3)
+
+
+def _json(capsys: pytest.CaptureFixture[str]) -> dict:
+    return json.loads(capsys.readouterr().out)
+
+
+def test_generate_is_deterministic(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    for name in ("a", "b"):
+        assert main(["generate", str(tmp_path / name), "--train", "5", "--test", "2", "--seed", "7"]) == 0
+    files_a = sorted(p.relative_to(tmp_path / "a") for p in (tmp_path / "a").rglob("*") if p.is_file())
+    files_b = sorted(p.relative_to(tmp_path / "b") for p in (tmp_path / "b").rglob("*") if p.is_file())
+    assert files_a == files_b and len([f for f in files_a if f.suffix == ".jpg"]) == 7
+    for rel in files_a:
+        assert (tmp_path / "a" / rel).read_bytes() == (tmp_path / "b" / rel).read_bytes(), rel
+    assert "wrote 5 train and 2 test images" in capsys.readouterr().out
+
+
+def test_inspect_clean_data_exits_0_with_the_documented_json(small: Path, capsys) -> None:
+    assert main(["inspect", str(small), "--json"]) == 0
+    summary = _json(capsys)
+    assert set(summary) == {"images", "objects", "classes", "failed"}
+    assert summary["images"] == 32 and summary["objects"] == 32 and summary["failed"] == []
+    assert sum(summary["classes"].values()) == 32 and len(summary["classes"]) == 3
+
+
+def test_inspect_bad_files_exits_1_and_names_each(small: Path, tmp_path: Path, capsys) -> None:
+    planted = plant_bad_files(small / "train", tmp_path / "bad")
+    assert main(["inspect", str(tmp_path / "bad"), "--json"]) == 1
+    summary = _json(capsys)
+    assert summary["images"] == 24
+    assert sorted(Path(f["path"]).name for f in summary["failed"]) == sorted(p.name for p in planted)
+    assert all(f["error"] for f in summary["failed"])
+
+    assert main(["inspect", str(tmp_path / "bad"), "--errors", "raise"]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("sprint2: error: ") and "bad_" in err
+
+
+def test_bad_usage_exits_2(tmp_path: Path, capsys) -> None:
+    assert main(["inspect", str(tmp_path / "missing")]) == 2
+    assert "not a directory" in capsys.readouterr().err
+    with pytest.raises(SystemExit) as exit_info:
+        main(["inspect"])
+    assert exit_info.value.code == 2
+    with pytest.raises(SystemExit) as exit_info:
+        main(["train", str(tmp_path), "--model", "resnet"])
+    assert exit_info.value.code == 2
+
+
+def test_inspect_real_datasets(shared_datasets: Path, capsys) -> None:
+    assert main(["inspect", str(shared_datasets / "raccoon"), "--json"]) == 0
+    raccoon = _json(capsys)
+    assert (raccoon["images"], raccoon["objects"], raccoon["classes"]) == (200, 217, {"raccoon": 217})
+    assert main(["inspect", str(shared_datasets / "bccd"), "--json"]) == 1
+    bccd = _json(capsys)
+    assert sorted(Path(f["path"]).name for f in bccd["failed"]) == ["BloodImage_00338.xml", "BloodImage_00343.xml"]
+    assert all("degenerate" in f["error"] for f in bccd["failed"])
+    assert bccd["images"] == 362 and set(bccd["classes"]) == {"Platelets", "RBC", "WBC"}
+
+
+def test_bench_loading_json(small: Path, capsys) -> None:
+    assert main(["bench", "loading", str(small / "train"), "--size", "32", "--repeats", "1", "--json"]) == 0
+    result = _json(capsys)
+    assert {"cores", "images", "methods", "best", "speedup_vs_serial", "vs_tf_data"} <= set(result)
+    assert result["images"] == 24
+    assert set(result["methods"]) == {"serial", "submit_result", "process", "thread", "tf_data"}
+    assert all(m["images_per_s"] > 0 for m in result["methods"].values())
+
+
+def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([sys.executable, "-m", "sprint2", *args], capture_output=True, text=True,
+                          timeout=600, env={**os.environ, **(env or {})})
+
+
+def test_train_then_quantize_json(small: Path, tmp_path: Path) -> None:
+    run = _cli("train", str(small), "--epochs", "1", "--size", "32", "--batch", "8", "--out", str(tmp_path / "run"),
+               "--json")
+    assert run.returncode == 0, run.stderr[-2000:]
+    trained = json.loads(run.stdout)
+    assert {"strategy", "replicas", "epochs", "train_images", "test_images", "images_per_s", "test",
+            "baseline"} <= set(trained)
+    assert trained["test_images"] == 8 and trained["replicas"] == 1
+    for section in ("test", "baseline"):
+        assert {"accuracy", "mean_iou", "hit_rate_iou50"} <= set(trained[section])
+        assert 0.0 <= trained[section]["mean_iou"] <= 1.0
+    model = tmp_path / "run" / "model.keras"
+    assert model.is_file() and (tmp_path / "run" / "metrics.json").is_file()
+
+    run = _cli("quantize", str(model), str(small), "--out", str(tmp_path / "tflite"), "--json")
+    assert run.returncode == 0, run.stderr[-2000:]
+    variants = json.loads(run.stdout)["variants"]
+    assert {"float32", "float16", "dynamic_int8", "int8"} <= {v["name"] for v in variants}
+    for v in variants:
+        assert {"name", "bytes", "size_ratio", "latency_ms", "speedup", "accuracy", "mean_iou"} <= set(v)
+        assert (tmp_path / "tflite").is_dir() and v["bytes"] > 0
+
+
+def test_strategy_errors_are_reported_without_a_traceback(small: Path, tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
+    run = subprocess.run([sys.executable, "-m", "sprint2", "train", str(small), "--strategy", "multiworker",
+                          "--out", str(tmp_path / "mw")], capture_output=True, text=True, timeout=300, env=env)
+    assert run.returncode == 1
+    assert "sprint2: error:" in run.stderr and "TF_CONFIG" in run.stderr
+    assert "Traceback" not in run.stderr

@@ -2,6 +2,8 @@
 
 Logical CPU devices let MirroredStrategy be exercised (and tested) on a laptop; they must be
 configured before TensorFlow initialises its runtime, hence `configure_logical_cpus`.
+Multi-worker collectives get a timeout (SPRINT2_COLLECTIVE_TIMEOUT seconds) so that a worker whose
+peer died fails with `WorkerLostError` instead of waiting forever.
 """
 
 from __future__ import annotations
@@ -9,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 from dataclasses import dataclass, field
 from typing import Literal
 
@@ -18,9 +21,26 @@ logger = logging.getLogger(__name__)
 
 StrategyKind = Literal["auto", "cpu", "gpu", "multiworker"]
 
+TIMEOUT_ENV = "SPRINT2_COLLECTIVE_TIMEOUT"
+DEFAULT_COLLECTIVE_TIMEOUT = 60.0  # seconds one all-reduce may wait for its peers, start-up skew included
+
+# What a collective raises when a peer is gone: refused connection, timeout, or an abort that
+# another op (or the coordination service's heartbeat) started after noticing the loss.
+PEER_ERRORS = (
+    tf.errors.UnavailableError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.CancelledError,
+    tf.errors.AbortedError,
+    tf.errors.InternalError,
+)
+
 
 class StrategyError(RuntimeError):
     """A strategy that cannot be built as asked, with the reason and what to do about it."""
+
+
+class WorkerLostError(StrategyError):
+    """A multi-worker run lost a peer mid-training; the message says who, when, and how to resume."""
 
 
 @dataclass
@@ -33,6 +53,9 @@ class StrategyInfo:
     reason: str = ""
     is_chief: bool = True
     worker_index: int = 0
+    task_type: str = ""
+    cluster: dict[str, list[str]] = field(default_factory=dict)
+    collective_timeout_s: float | None = None
 
     def as_dict(self) -> dict:
         """JSON-ready copy."""
@@ -43,7 +66,15 @@ class StrategyInfo:
             "reason": self.reason,
             "is_chief": self.is_chief,
             "worker_index": self.worker_index,
+            "task_type": self.task_type,
+            "cluster": {k: list(v) for k, v in self.cluster.items()},
+            "collective_timeout_s": self.collective_timeout_s,
         }
+
+    def peers(self) -> list[str]:
+        """The other tasks of the cluster as 'type index (address)', for error messages."""
+        return [f"{job} {i} ({addr})" for job, addrs in self.cluster.items() for i, addr in enumerate(addrs)
+                if (job, i) != (self.task_type, self.worker_index)]  # fmt: skip
 
 
 def configure_logical_cpus(n: int) -> list[str]:
@@ -73,8 +104,24 @@ def configure_logical_cpus(n: int) -> list[str]:
     return devices[:n]
 
 
-def _multiworker() -> tuple[tf.distribute.Strategy, StrategyInfo]:
-    """MultiWorkerMirroredStrategy from TF_CONFIG; the chief is task 'chief', or worker 0 when there is none."""
+def collective_timeout() -> float | None:
+    """Seconds from SPRINT2_COLLECTIVE_TIMEOUT (default 60); 0 or 'none' means wait forever."""
+    raw = os.environ.get(TIMEOUT_ENV, "").strip().lower()
+    if not raw:
+        return DEFAULT_COLLECTIVE_TIMEOUT
+    if raw in ("0", "none", "off"):
+        return None
+    try:
+        value = float(raw)
+    except ValueError:
+        raise StrategyError(f"{TIMEOUT_ENV}={raw!r} is not a number of seconds") from None
+    if value < 0:
+        raise StrategyError(f"{TIMEOUT_ENV} must be >= 0 seconds, got {value}")
+    return value
+
+
+def _read_tf_config() -> tuple[dict[str, list[str]], str, int]:
+    """(cluster, task type, task index) from TF_CONFIG, checked so mistakes fail here with a clear reason."""
     raw = os.environ.get("TF_CONFIG")
     if not raw:
         raise StrategyError(
@@ -84,11 +131,22 @@ def _multiworker() -> tuple[tf.distribute.Strategy, StrategyInfo]:
     try:
         config = json.loads(raw)
         task = config["task"]
-        cluster = config["cluster"]
-    except (ValueError, KeyError, TypeError) as exc:
-        raise StrategyError(f"TF_CONFIG is not valid: {exc}") from exc
-    strategy = tf.distribute.MultiWorkerMirroredStrategy()
-    task_type, index = task.get("type", "worker"), int(task.get("index", 0))
+        cluster = {str(k): [str(a) for a in v] for k, v in config["cluster"].items()}
+        task_type, index = str(task.get("type", "worker")), int(task.get("index", 0))
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise StrategyError(f"TF_CONFIG is not valid: {exc!r}") from exc
+    if task_type not in cluster or not 0 <= index < len(cluster[task_type]):
+        raise StrategyError(f"TF_CONFIG task {task_type} {index} is not in its cluster {cluster}")
+    return cluster, task_type, index
+
+
+def _multiworker() -> tuple[tf.distribute.Strategy, StrategyInfo]:
+    """MultiWorkerMirroredStrategy from TF_CONFIG; the chief is task 'chief', or worker 0 when there is none."""
+    cluster, task_type, index = _read_tf_config()
+    timeout = collective_timeout()
+    # Without a timeout a collective whose peer died waits forever; with one it raises DeadlineExceeded.
+    options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
+    strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     is_chief = task_type == "chief" or (task_type == "worker" and index == 0 and "chief" not in cluster)
     workers = sum(len(v) for k, v in cluster.items() if k in ("chief", "worker"))
     info = StrategyInfo(
@@ -98,8 +156,40 @@ def _multiworker() -> tuple[tf.distribute.Strategy, StrategyInfo]:
         reason=f"MultiWorkerMirroredStrategy over {workers} workers from TF_CONFIG; this is {task_type} {index}",
         is_chief=is_chief,
         worker_index=index,
+        task_type=task_type,
+        cluster=cluster,
+        collective_timeout_s=timeout,
     )
     return strategy, info
+
+
+def lost_peer(exc: BaseException, info: StrategyInfo) -> str:
+    """Names the peer an error points at ('worker 1 (host:port)'), or lists every peer when it does not say."""
+    text = str(exc)
+    named = set()
+    for job, i in re.findall(r"/job:(\w+)(?:/replica:\d+)?/task:(\d+)", text):
+        named.add((job, int(i)))
+    for job, addrs in info.cluster.items():
+        for i, addr in enumerate(addrs):
+            if addr in text:
+                named.add((job, i))
+    named.discard((info.task_type, info.worker_index))
+    described = [f"{job} {i} ({info.cluster[job][i]})" for job, i in sorted(named)
+                 if job in info.cluster and i < len(info.cluster[job])]  # fmt: skip
+    if described:
+        return " and ".join(described)
+    return "a peer (one of " + ", ".join(info.peers()) + ")" if info.peers() else "a peer"
+
+
+def worker_lost(exc: BaseException, info: StrategyInfo, epoch: int, checkpoint_dir: object) -> WorkerLostError:
+    """The error to raise when a collective failed because a peer is gone (see PEER_ERRORS)."""
+    detail = " ".join(re.sub(r"\{\{function_node [^}]*\}\}", "", str(exc)).split())
+    detail = detail if len(detail) <= 240 else detail[:237] + "..."
+    return WorkerLostError(
+        f"{info.task_type or 'worker'} {info.worker_index} lost {lost_peer(exc, info)} during epoch {epoch} "
+        f"({type(exc).__name__}: {detail}). Restart every worker with the same TF_CONFIG and --out: training "
+        f"resumes from the last checkpoint in {checkpoint_dir}"
+    )
 
 
 def get_strategy(

@@ -14,7 +14,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sprint2.training import TrainConfig, augment, make_targets, train
+from sprint2.training import (AUGMENT_PRESETS, FILL_VALUE, AugmentParams, TrainConfig, augment, augment_params,
+                              make_targets, train)
 
 ROOT = Path(__file__).resolve().parents[1]
 COLOURS = [(230, 30, 30), (30, 220, 40), (40, 60, 240)]
@@ -79,6 +80,60 @@ def test_augmentation_keeps_boxes_on_the_object() -> None:
         ys, xs = np.nonzero(img[..., 0] > 127)
         found = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
         np.testing.assert_allclose(found, b, atol=1.5)  # the box still bounds the bright pixels
+
+
+def _bright_bounds(img: np.ndarray) -> np.ndarray:
+    ys, xs = np.nonzero(img[..., 0] > 191)
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+
+
+@pytest.mark.parametrize("zoom", [(0.6, 0.8), (1.2, 1.4), (0.6, 1.4)])
+def test_strong_crops_and_zooms_keep_the_box_on_the_object(zoom) -> None:
+    size, n = 64, 48
+    image = np.zeros((size, size, 3), np.float32)
+    image[6:46, 30:60] = 255.0  # a large object near the right edge: zooming in must not cut it
+    box = np.array([30.0, 6.0, 60.0, 46.0], np.float32)
+    params = AugmentParams(zoom=zoom, aspect=0.15, shift=0.5)
+    out_images, out_boxes = augment(tf.constant(np.repeat(image[None], n, 0)), tf.constant(np.tile(box, (n, 1))),
+                                    tf.constant([7, 8], tf.int64), params)  # fmt: skip
+    out_images, out_boxes = out_images.numpy(), out_boxes.numpy()
+    widths = out_boxes[:, 2] - out_boxes[:, 0]
+    if zoom[1] < 1:
+        assert (widths < 30 * 0.95).all()  # zoomed out (0.8 x stretch up to e^0.15): smaller
+        assert np.isclose(out_images[:, 0, 0], FILL_VALUE).mean() > 0.5  # grey canvas shows at the corner
+    if zoom[0] > 1:
+        assert (widths > 30 * 1.1).any()  # zoomed in where it fits
+    assert (out_boxes >= 0).all() and (out_boxes <= size).all()
+    assert out_boxes[:, 0].std() > 2 and out_boxes[:, 1].std() > 2  # boxes really move about
+    for img, b in zip(out_images, out_boxes):
+        np.testing.assert_allclose(_bright_bounds(img), b, atol=1.5)  # still bounds the object, whole
+
+
+def test_colour_jitter_keeps_dtype_range_and_boxes() -> None:
+    rng = np.random.default_rng(0)
+    x = tf.constant(rng.uniform(0, 255, (16, 24, 24, 3)), tf.float32)
+    boxes = tf.constant(np.tile([[2.0, 3.0, 20.0, 22.0]], (16, 1)), tf.float32)
+    params = AugmentParams(flip=False, zoom=(1.0, 1.0), shift=0.0, brightness=0.3, contrast=0.4,
+                           saturation=0.4, hue=0.1)  # fmt: skip
+    out, out_boxes = augment(x, boxes, tf.constant([1, 1], tf.int64), params)
+    assert out.dtype == tf.float32 and out.shape == x.shape
+    out = out.numpy()
+    assert out.min() >= 0.0 and out.max() <= 255.0
+    assert np.abs(out - x.numpy()).mean() > 5  # the colours really changed
+    np.testing.assert_allclose(out_boxes.numpy(), boxes.numpy(), atol=1e-4)  # colour never moves boxes
+    grey, _ = augment(x, boxes, tf.constant([1, 1], tf.int64), AugmentParams(flip=False, zoom=(1.0, 1.0),
+                                                                             shift=0.0, grayscale=1.0))  # fmt: skip
+    grey = grey.numpy()
+    np.testing.assert_allclose(grey[..., 0], grey[..., 1], atol=1e-3)
+    np.testing.assert_allclose(grey[..., 1], grey[..., 2], atol=1e-3)
+
+
+def test_augment_presets_resolve() -> None:
+    assert augment_params("strong") is AUGMENT_PRESETS["strong"]
+    custom = AugmentParams(zoom=(0.8, 1.2))
+    assert augment_params(custom) is custom
+    with pytest.raises(ValueError, match="strong"):
+        augment_params("wild")
 
 
 def test_augmentation_is_reproducible() -> None:
@@ -171,3 +226,5 @@ def test_end_to_end_with_loading(tmp_path) -> None:
     for name in ("model.keras", "history.csv", "metrics.json"):
         assert (tmp_path / "run" / name).is_file()
     assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 2
+    # 40 images is a small set: the small-data recipe (strong augmentation, warm-up, no validation split).
+    assert metrics["augmentation"] == "strong" and metrics["warmup_epochs"] == 3 and metrics["val_images"] == 0

@@ -1,0 +1,232 @@
+"""MultiWorkerMirroredStrategy for real: two `sprint2 train` processes on loopback ports.
+
+Checks that both finish, only the chief writes the run folder, the saved model evaluates, and that a
+worker killed mid-training gives a clear error on the survivor and a restart resumes from the checkpoint.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import ExitStack
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from sprint2.synthetic import generate
+
+ROOT = Path(__file__).resolve().parents[1]
+WAIT_S = 240  # the longest any worker may run before it is killed and the test fails
+COLLECTIVE_TIMEOUT_S = "30"  # the survivor's all-reduce gives up after this; start-up skew must fit in it
+SIZE = 32
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """32 training and 8 test images of 32 px: one or two steps per epoch on two workers."""
+    return generate(tmp_path_factory.mktemp("mw") / "data", train=32, test=8, seed=0)
+
+
+def free_ports(n: int) -> list[int]:
+    """n distinct loopback ports that were free a moment ago (bound to port 0 together, then released)."""
+    with ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [s.getsockname()[1] for s in socks]
+
+
+class Cluster:
+    """Two `python -m sprint2 train --strategy multiworker` processes; output kept in files."""
+
+    def __init__(self, data: Path, out: Path, logs: Path, epochs: int, scratch: Path) -> None:
+        self.procs: list[subprocess.Popen] = []
+        self.logs = logs
+        logs.mkdir(parents=True, exist_ok=True)
+        ports = free_ports(2)
+        cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
+        for i in range(2):
+            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "SPRINT2_COLLECTIVE_TIMEOUT": COLLECTIVE_TIMEOUT_S,
+                   "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
+                   "TMPDIR": str(scratch / f"w{i}")}  # fmt: skip
+            (scratch / f"w{i}").mkdir(parents=True, exist_ok=True)
+            cmd = [sys.executable, "-m", "sprint2", "-v", "train", str(data), "--strategy", "multiworker",
+                   "--epochs", str(epochs), "--size", str(SIZE), "--out", str(out), "--json"]  # fmt: skip
+            with (logs / f"w{i}.out").open("w") as so, (logs / f"w{i}.err").open("w") as se:
+                self.procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=so, stderr=se))
+
+    def wait(self, i: int, timeout: float) -> int:
+        """Exit code of worker i; kills everything and fails the test when it runs too long."""
+        try:
+            return self.procs[i].wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.kill()
+            pytest.fail(f"worker {i} still running after {timeout:.0f} s\n{self.stderr(i)[-4000:]}")
+
+    def stdout(self, i: int) -> str:
+        return (self.logs / f"w{i}.out").read_text()
+
+    def stderr(self, i: int) -> str:
+        return (self.logs / f"w{i}.err").read_text()
+
+    def metrics(self, i: int) -> dict:
+        """The `--json` output of worker i (the last JSON object on its stdout)."""
+        text = self.stdout(i)
+        return json.loads(text[text.index("{") :])
+
+    def kill(self) -> None:
+        for p in self.procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(timeout=30)
+
+
+def _latest_epoch(checkpoints: Path) -> int:
+    """The epoch number of the newest checkpoint named in CheckpointManager's index file."""
+    match = re.search(r'^model_checkpoint_path: "ckpt-(\d+)"', (checkpoints / "checkpoint").read_text(), re.M)
+    assert match, (checkpoints / "checkpoint").read_text()
+    return int(match.group(1))
+
+
+def test_two_workers_train_and_only_the_chief_writes(tiny_data: Path, tmp_path: Path) -> None:
+    import keras
+
+    import sprint2.model  # noqa: F401  registers the custom layers and loss for load_model
+    from sprint2.evaluate import evaluate, predict
+    from sprint2.loading import load_splits
+
+    out = tmp_path / "run"
+    cluster = Cluster(tiny_data, out, tmp_path / "logs", epochs=1, scratch=tmp_path / "tmp")
+    try:
+        codes = [cluster.wait(i, WAIT_S) for i in range(2)]
+    finally:
+        cluster.kill()
+    for i, code in enumerate(codes):
+        assert code == 0, f"worker {i} exited {code}:\n{cluster.stderr(i)[-4000:]}"
+
+    chief, other = cluster.metrics(0), cluster.metrics(1)
+    for m in (chief, other):
+        assert m["strategy"] == "multiworker" and m["replicas"] == 2 and m["epochs"] == 1
+    assert chief["strategy_info"]["is_chief"] and not other["strategy_info"]["is_chief"]
+    # Both replicas trained the same model: the all-reduced numbers agree exactly.
+    assert chief["test"] == other["test"]
+
+    # The run folder is the chief's alone; worker 1 cleaned up its scratch copy when it finished.
+    files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
+    assert {"model.keras", "metrics.json", "history.csv", "checkpoints/checkpoint",
+            "checkpoints/ckpt-1.index"} <= files  # fmt: skip
+    assert json.loads((out / "metrics.json").read_text())["strategy_info"]["worker_index"] == 0
+    assert not list((tmp_path / "tmp" / "w1").iterdir()), "worker 1 left its scratch folder behind"
+
+    # The saved model loads and scores exactly what the chief reported for the test split.
+    _, test_ds = load_splits(tiny_data, size=SIZE, errors="skip")
+    model = keras.saving.load_model(out / "model.keras")
+    probs, boxes = predict(model, test_ds.images)
+    assert probs.shape == (8, len(test_ds.class_names)) and boxes.shape == (8, 4)
+    assert np.allclose(probs.sum(axis=1), 1.0, atol=1e-4) and np.isfinite(boxes).all()
+    scores = evaluate(probs, boxes, test_ds)
+    assert scores["accuracy"] == pytest.approx(chief["test"]["accuracy"])
+    assert scores["mean_iou"] == pytest.approx(chief["test"]["mean_iou"], abs=1e-4)
+
+
+def test_killed_worker_gives_clear_error_and_restart_resumes(tiny_data: Path, tmp_path: Path) -> None:
+    out = tmp_path / "run"
+    checkpoints = out / "checkpoints"
+    scratch1, worker1_ckpt = tmp_path / "tmp" / "w1", "sprint2-*-worker1/checkpoints/ckpt-1.index"
+    cluster = Cluster(tiny_data, out, tmp_path / "logs1", epochs=50, scratch=tmp_path / "tmp")
+    try:
+        # Kill once both have saved epoch 1: the chief into --out, worker 1 into its own scratch folder.
+        deadline = time.monotonic() + WAIT_S
+        while not ((checkpoints / "ckpt-1.index").is_file() and list(scratch1.glob(worker1_ckpt))):
+            for i in range(2):
+                assert cluster.procs[i].poll() is None, f"worker {i} exited early:\n{cluster.stderr(i)[-4000:]}"
+            assert time.monotonic() < deadline, "no checkpoint for epoch 1 in time"
+            time.sleep(0.2)
+        cluster.procs[1].send_signal(signal.SIGKILL)
+        killed_at = time.monotonic()
+        code = cluster.wait(0, WAIT_S)
+        detect_s = time.monotonic() - killed_at
+    finally:
+        cluster.kill()
+
+    err = cluster.stderr(0)
+    assert code != 0, err[-4000:]
+    message = next((line for line in err.splitlines() if "WorkerLostError:" in line), "")
+    assert message, err[-4000:]
+    assert "worker 0 lost worker 1 (127.0.0.1:" in message
+    assert re.search(r"during epoch \d+", message)
+    assert f"resumes from the last checkpoint in {checkpoints}" in message
+    assert detect_s < 120, f"the chief took {detect_s:.0f} s to notice"
+    done = _latest_epoch(checkpoints)
+    assert done >= 1
+
+    # Restart both with the same --out: they resume after the last checkpoint and finish one more epoch.
+    restarted = Cluster(tiny_data, out, tmp_path / "logs2", epochs=done + 1, scratch=tmp_path / "tmp")
+    try:
+        codes = [restarted.wait(i, WAIT_S) for i in range(2)]
+    finally:
+        restarted.kill()
+    for i, c in enumerate(codes):
+        assert c == 0, f"restarted worker {i} exited {c}:\n{restarted.stderr(i)[-4000:]}"
+    for i in range(2):
+        m = restarted.metrics(i)
+        assert m["start_epoch"] == done + 1 and m["epochs"] == done + 1
+        assert f"resumed from {checkpoints / f'ckpt-{done}'}" in restarted.stderr(i)
+    rows = (out / "history.csv").read_text().splitlines()[1:]
+    assert [int(r.split(",")[0]) for r in rows] == list(range(1, done + 2))
+    assert _latest_epoch(checkpoints) == done + 1
+
+
+def test_collective_timeout_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sprint2.distribute import DEFAULT_COLLECTIVE_TIMEOUT, TIMEOUT_ENV, StrategyError, collective_timeout
+
+    monkeypatch.delenv(TIMEOUT_ENV, raising=False)
+    assert collective_timeout() == DEFAULT_COLLECTIVE_TIMEOUT
+    monkeypatch.setenv(TIMEOUT_ENV, "12.5")
+    assert collective_timeout() == 12.5
+    monkeypatch.setenv(TIMEOUT_ENV, "0")
+    assert collective_timeout() is None
+    for bad in ("soon", "-3"):
+        monkeypatch.setenv(TIMEOUT_ENV, bad)
+        with pytest.raises(StrategyError, match=TIMEOUT_ENV):
+            collective_timeout()
+
+
+def test_tf_config_naming_a_task_outside_its_cluster_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    from sprint2.distribute import StrategyError, get_strategy
+
+    config = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}, "task": {"type": "worker", "index": 2}}
+    monkeypatch.setenv("TF_CONFIG", json.dumps(config))
+    with pytest.raises(StrategyError, match="worker 2 is not in its cluster"):
+        get_strategy("multiworker")
+    monkeypatch.setenv("TF_CONFIG", "{not json")
+    with pytest.raises(StrategyError, match="TF_CONFIG is not valid"):
+        get_strategy("multiworker")
+
+
+def test_worker_lost_message_names_the_peer_epoch_and_checkpoints() -> None:
+    import tensorflow as tf
+
+    from sprint2.distribute import StrategyInfo, WorkerLostError, worker_lost
+
+    info = StrategyInfo("multiworker", task_type="worker", worker_index=0,
+                        cluster={"worker": ["10.0.0.1:2222", "10.0.0.2:2222", "10.0.0.3:2222"]})  # fmt: skip
+    text = ("{{function_node __wrapped__CollectiveReduceV2_device_/job:worker/replica:0/task:0/device:CPU:0}} "
+            "Collective ops is aborted by: The following tasks are unhealthy (stopped sending heartbeats):\n"
+            "/job:worker/replica:0/task:2\nThe tasks have crashed.")  # fmt: skip
+    err = worker_lost(tf.errors.UnavailableError(None, None, text), info, 4, Path("/runs/mw/checkpoints"))
+    assert isinstance(err, WorkerLostError)
+    assert str(err).startswith("worker 0 lost worker 2 (10.0.0.3:2222) during epoch 4 (UnavailableError: ")
+    assert "function_node" not in str(err)
+    assert str(err).endswith("resumes from the last checkpoint in /runs/mw/checkpoints")
+    # A bare timeout does not say who is gone: every peer is listed, never this worker itself.
+    vague = str(worker_lost(tf.errors.DeadlineExceededError(None, None, "Collective timed out"), info, 1, "/c"))
+    assert "a peer (one of worker 1 (10.0.0.2:2222), worker 2 (10.0.0.3:2222))" in vague
+    assert "10.0.0.1" not in vague

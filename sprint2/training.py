@@ -432,6 +432,34 @@ def barrier(strategy: tf.distribute.Strategy, info: StrategyInfo, epoch: int, ch
         raise worker_lost(exc, info, epoch, checkpoint_dir) from exc
 
 
+RUN_FILE = "run.json"
+
+
+def _run_signature(config: TrainConfig, size: int, class_names: list[str]) -> dict:
+    """What a checkpoint must agree on to be resumed: the model's shape and the training recipe.
+
+    The epoch count is left out on purpose: resuming with more epochs continues a finished run.
+    """
+    fields = ("model", "batch_size", "learning_rate", "seed", "augment", "target", "box_weight",
+              "warmup_epochs", "weight_decay")
+    recipe = {name: getattr(config, name) for name in fields}
+    augmentation = config.augmentation
+    recipe["augmentation"] = augmentation if isinstance(augmentation, str) else dataclasses.asdict(augmentation)
+    return {**recipe, "image_size": int(size), "class_names": list(class_names)}
+
+
+def _check_same_run(path: Path, signature: dict) -> None:
+    """Refuse to resume another run's checkpoints (a different size or model would not even restore)."""
+    if not path.is_file():
+        return  # checkpoints written before run.json existed: trust them, as before
+    saved = json.loads(path.read_text())
+    changed = sorted(k for k in signature.keys() | saved.keys() if saved.get(k) != signature.get(k))
+    if changed:
+        detail = ", ".join(f"{k}: {saved.get(k)!r} then, {signature.get(k)!r} now" for k in changed)
+        raise ValueError(f"{path.parent}: holds checkpoints of a different run ({detail}); "
+                         "use another output folder, delete this one, or train with resume=False")
+
+
 def train(train_ds: Any, val_ds: Any | None, config: TrainConfig,
           strategy: tf.distribute.Strategy | None = None, info: StrategyInfo | None = None) -> TrainResult:  # fmt: skip
     """Trains a fresh (or resumed) model on LoadedDataset-like data under `strategy` (default: the current one).
@@ -482,7 +510,9 @@ def train(train_ds: Any, val_ds: Any | None, config: TrainConfig,
     if write_dir is not None:
         manager = tf.train.CheckpointManager(ckpt, str(write_dir / "checkpoints"), max_to_keep=2)
         latest = tf.train.latest_checkpoint(str(out_dir / "checkpoints")) if config.resume else None
+        signature = _run_signature(config, size, train_ds.class_names)
         if latest:
+            _check_same_run(out_dir / "checkpoints" / RUN_FILE, signature)
             ckpt.restore(latest).assert_existing_objects_matched()
             history = _read_history(out_dir / "history.csv", int(epoch_var.numpy()))
             best_file = out_dir / "checkpoints" / "best.weights.h5"
@@ -492,6 +522,9 @@ def train(train_ds: Any, val_ds: Any | None, config: TrainConfig,
                 best_weights = model.get_weights()
                 model.set_weights(current)
             logger.info("resumed from %s after epoch %d", latest, int(epoch_var.numpy()))
+        if not latest:
+            (write_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+            (write_dir / "checkpoints" / RUN_FILE).write_text(json.dumps(signature, indent=2))
     start_epoch = int(epoch_var.numpy()) + 1
     if multiworker:
         _check_same_start(strategy, info, start_epoch, out_dir)

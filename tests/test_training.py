@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import os
 import subprocess
@@ -207,6 +208,15 @@ def test_resume_continues_from_last_epoch(tmp_path) -> None:
     # A fresh run (resume off) starts over.
     fresh = train(train_ds, val_ds, _config(tmp_path, epochs=1, resume=False))
     assert fresh.start_epoch == 1
+
+
+def test_resume_refuses_checkpoints_of_a_different_run(tmp_path) -> None:
+    train_ds, val_ds = toy_dataset(32), toy_dataset(8, seed=2)
+    train(train_ds, val_ds, _config(tmp_path, epochs=1))
+    with pytest.raises(ValueError, match=r"different run \(learning_rate: "):
+        train(train_ds, val_ds, dataclasses.replace(_config(tmp_path, epochs=2), learning_rate=0.5))
+    with pytest.raises(ValueError, match=r"different run \(model: 'improved' then, 'original' now"):
+        train(train_ds, val_ds, dataclasses.replace(_config(tmp_path, epochs=2), model="original"))
 
 
 def test_end_to_end_with_loading(tmp_path) -> None:

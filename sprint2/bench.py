@@ -7,14 +7,24 @@ How the loading benchmark is made fair:
 - Pool start-up is excluded for every method: ``load_dataset(method="process")`` keeps a warm
   module-level pool across calls, threads cost nothing to start, and tf.data traces its map function
   in the warm-up round. Spawning the process pool is measured separately ("process_startup_s").
-- All sprint2 methods do the full work (discover, parse XML, decode, check boxes, resize, transform
-  boxes, copy into the preallocated array); tf.data only decodes and resizes images, so it is favoured.
+- All sprint2 methods do the full work (discover, parse XML, decode, check boxes against the real
+  image size, resize, transform boxes, copy into the preallocated array); tf.data only decodes and
+  resizes images (bilinear, where sprint2 uses INTER_AREA), so it is favoured.
+- Every method decodes a JPEG at the same reduced scale (1/2, 1/4 or 1/8 when that still covers the
+  target: images.reduction_factor; tf.data through ``decode_jpeg(ratio=N)`` with the same rule).
 - OpenCV threading: "serial" keeps OpenCV's default (it may use every core inside resize, the
   strongest plain loop); "thread" sets one OpenCV thread while it runs; process workers use one each.
+  tf.data uses TensorFlow's own thread pools (one thread per core or more).
+- The 1-minute load average before and after is recorded: on a shared 2-core machine anything above
+  about 1 means other jobs took CPU time, and parallel methods lose most (they need both cores).
+  "available_cores" measures it directly: how many cores two threads of GIL-free work got just
+  before and after the rounds; no parallel loader can beat that multiple of the plain loop.
 """
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import logging
 import os
 import time
@@ -23,8 +33,8 @@ from typing import Any, Callable
 
 import numpy as np
 
-from sprint2.loading import (AUTO_METHOD, TaskQueue, default_workers, load_dataset, process_pool_factory,
-                             warm_process_pool)
+from sprint2.loading import (AUTO_METHOD, TaskQueue, default_workers, load_dataset, opencv_threads,
+                             process_pool_factory, warm_process_pool)
 from sprint2.voc import discover
 
 logger = logging.getLogger(__name__)
@@ -40,15 +50,27 @@ LOADING_METHODS = ("serial", "submit_result", "process", "thread", "tf_data")
 def _tf_data_loader(paths: list[Path], size: int) -> Callable[[], int]:
     """A function that loads ``paths`` with tf.data (decode + bilinear resize), returning the image count.
 
-    TensorFlow is imported here only, in the benchmarking process; the loading workers never see it.
+    JPEGs get the same reduced decode as sprint2 (``decode_jpeg(ratio=N)``, N the largest of 8, 4, 2, 1
+    with floor(side / N) >= size on both sides, read from the header by ``extract_jpeg_shape``), so
+    both sides skip the same work; other formats go through ``decode_image``. TensorFlow is imported
+    here only, in the benchmarking process; the loading workers never see it.
     """
     import tensorflow as tf
 
     strings = [str(p) for p in paths]
     out = np.empty((len(paths), size, size, 3), dtype=np.uint8)
 
+    def decode_jpeg(data: Any) -> Any:
+        shape = tf.io.extract_jpeg_shape(data)
+        fits = tf.minimum(shape[0], shape[1]) // size  # N covers the target iff N <= fits
+        index = tf.reduce_sum(tf.cast(tf.stack([fits >= 2, fits >= 4, fits >= 8]), tf.int32))
+        return tf.switch_case(index, [functools.partial(tf.io.decode_jpeg, data, channels=3, ratio=r)
+                                      for r in (1, 2, 4, 8)])
+
     def decode(path: Any) -> Any:
-        img = tf.io.decode_image(tf.io.read_file(path), channels=3, expand_animations=False)
+        data = tf.io.read_file(path)
+        img = tf.cond(tf.io.is_jpeg(data), lambda: decode_jpeg(data),
+                      lambda: tf.io.decode_image(data, channels=3, expand_animations=False))
         img.set_shape([None, None, 3])
         return tf.cast(tf.clip_by_value(tf.image.resize(img, (size, size)), 0.0, 255.0), tf.uint8)
 
@@ -76,6 +98,57 @@ def _process_startup_s(workers: int) -> float:
     return time.perf_counter() - start
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds used so far by this process (all threads) and its live children (the pool's workers).
+
+    Unlike wall time this hardly changes when other jobs share the cores, so cores / CPU-per-image is
+    what a method could reach on an idle machine if its work spread perfectly. Resolution: one clock
+    tick (10 ms) per process, about 3 % of a 364-image load.
+    """
+    import psutil
+
+    me = psutil.Process()
+    total = sum(me.cpu_times()[:2])
+    for child in me.children(recursive=True):
+        with contextlib.suppress(psutil.Error):
+            total += sum(child.cpu_times()[:2])
+    return total
+
+
+def available_cores(workers: int, repeats: int = 3) -> float:
+    """How many cores ``workers`` threads of GIL-free OpenCV work get right now (workers when the machine is idle).
+
+    Times one unit of work in one thread, then one unit per thread in ``workers`` threads; the ratio
+    times ``workers`` is the parallelism the machine offers at this moment, the real ceiling of every
+    parallel loader's speed-up on a shared machine. Best of ``repeats``; about 0.1 s each.
+    """
+    import threading
+
+    import cv2
+
+    img = np.random.default_rng(0).random((240, 320, 3), dtype=np.float32)
+
+    def unit() -> None:
+        for _ in range(8):
+            cv2.GaussianBlur(img, (0, 0), 3)
+
+    best = 0.0
+    with opencv_threads(1):
+        unit()
+        for _ in range(repeats):
+            start = time.perf_counter()
+            unit()
+            one = time.perf_counter() - start
+            threads = [threading.Thread(target=unit) for _ in range(workers)]
+            start = time.perf_counter()
+            for t in threads:
+                t.start()
+            for t in threads:
+                t.join()
+            best = max(best, min(float(workers), workers * one / (time.perf_counter() - start)))
+    return best
+
+
 def _pids(chunk: list[int]) -> list[int]:
     """Trivial task: the worker's pid per item (forces the worker to start)."""
     return [os.getpid() for _ in chunk]
@@ -87,14 +160,21 @@ def bench_loading(data_dir: Path | str, *, size: int = 128, repeats: int = 3, wo
 
     "submit_result" is the original sprint's pattern: a process pool used one sample at a time,
     each submit followed at once by .result(), so it runs serially plus inter-process overhead.
-    Returns cores, images, methods {name: {images_per_s, images, seconds}}, best, default (the method
+    Returns cores, images, methods {name: {images_per_s, images, seconds, cpu_ms_per_image (this process
+    and its pool workers; least of the repeats), opencv_threads, work}}, best, default (the method
     that load_dataset(method="auto") uses), speedup_vs_serial and vs_tf_data for that default,
     ceiling (cores x serial), startup_included (False), process_startup_s and the 1-minute load
-    average before the run (anything near or above 1 on 2 cores means the numbers are contended).
+    average before and after the run (anything near or above 1 on 2 cores means the numbers are
+    contended) with available_cores (available_cores() before and after: the speed-up any parallel
+    method could have had). Each method entry also says its OpenCV threading and how much work it does.
     """
+    import cv2
+
     root = Path(data_dir)
     load_before = os.getloadavg()[0]  # other jobs on the machine distort parallel speed-ups; record it
+    cv2_threads = cv2.getNumThreads()
     n_workers = workers or default_workers()
+    cores_before = available_cores(n_workers)
     pool = warm_process_pool(n_workers)
     paths = [s.image_path for s in discover(root)]
     common = {"size": size, "errors": "skip", "workers": n_workers, "chunk_size": chunk_size}
@@ -107,21 +187,34 @@ def bench_loading(data_dir: Path | str, *, size: int = 128, repeats: int = 3, wo
         "tf_data": _tf_data_loader(paths, size),
     }
     best: dict[str, float] = {}
+    cpu: dict[str, float] = {}
     counts: dict[str, int] = {}
     for round_no in range(repeats + 1):  # round 0 warms pools, file cache and tf.data's tracing
         for name, run in runners.items():
+            cpu_start = _cpu_seconds()
             start = time.perf_counter()
             counts[name] = run()
             elapsed = time.perf_counter() - start
+            used = _cpu_seconds() - cpu_start
             if round_no > 0:
                 best[name] = min(best.get(name, float("inf")), elapsed)
-            logger.info("%s round %d: %d images in %.3f s", name, round_no, counts[name], elapsed)
+                cpu[name] = min(cpu.get(name, float("inf")), used)
+            logger.info("%s round %d: %d images in %.3f s (%.3f CPU s)", name, round_no, counts[name],
+                        elapsed, used)
+    opencv = {"serial": f"default ({cv2_threads} threads)", "submit_result": "1 per worker process",
+              "process": "1 per worker process", "thread": "1 (set while loading)",
+              "tf_data": "not used (TensorFlow thread pools)"}
     methods = {name: {"images_per_s": counts[name] / best[name], "images": counts[name],
-                      "seconds": best[name]} for name in runners}
+                      "seconds": best[name], "cpu_ms_per_image": 1e3 * cpu[name] / max(1, counts[name]),
+                      "opencv_threads": opencv[name],
+                      "work": "decode + resize only" if name == "tf_data" else "full"}
+               for name in runners}
     rate = {name: m["images_per_s"] for name, m in methods.items()}
     cores = default_workers()
     return {
         "load_average_1min": load_before,
+        "load_average_1min_after": os.getloadavg()[0],
+        "available_cores": [cores_before, available_cores(n_workers)],  # before and after the rounds
         "cores": cores,
         "images": len(paths),
         "methods": methods,

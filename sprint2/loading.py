@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from sprint2.images import decode_image, resize_image, transform_boxes
+from sprint2.images import decode_image, decode_resized, transform_boxes
 from sprint2.voc import DataError, Sample, check_against_image, discover, parse_annotation
 
 logger = logging.getLogger(__name__)
@@ -157,8 +157,13 @@ class TaskQueue:
         self.retries = 0
 
     def default_chunk_size(self, n: int) -> int:
-        """About four chunks per worker (load balance at the tail) and at most 32 items per chunk."""
-        return max(1, min(32, math.ceil(n / (4 * self.workers))))
+        """About eight chunks per worker and at most 8 items per chunk.
+
+        With reduced JPEG decoding an item costs about a millisecond, so 8 items (~10 ms) still amortise
+        a process pool's per-task cost (~0.3 ms) while the last chunk leaves a worker idle for little;
+        the old 32 (~40 ms) left one core idle for a sixth of a 364-image load.
+        """
+        return max(1, min(8, math.ceil(n / (8 * self.workers))))
 
     def run(self, fn: Callable[[Sequence[T]], R], items: Sequence[T], on_result: Callable[[int, R], None],
             chunk_size: int | None = None) -> None:
@@ -389,11 +394,14 @@ def _load_chunk(samples: Sequence[Sample], spec: _Spec) -> _ChunkResult:
         try:
             ann = parse_annotation(sample.xml_path, sample.image_path, class_names=spec.class_names)
             seen.update(obj.name for obj in ann.objects)
-            img = decode_image(sample.image_path)
-            ann = check_against_image(ann, width=img.shape[1], height=img.shape[0])
+            if spec.size is None:  # checking only: the full decode gives the size
+                img = decode_image(sample.image_path)
+                width, height = img.shape[1], img.shape[0]
+            else:  # reduced JPEG decode when it still covers the target; the real size comes with it
+                img, how, (width, height) = decode_resized(sample.image_path, spec.size, spec.mode)
+            ann = check_against_image(ann, width=width, height=height)
             box = np.array([obj.box for obj in ann.objects], dtype=np.float32).reshape(-1, 4)
             if spec.size is not None:
-                img, how = resize_image(img, spec.size, spec.mode)
                 box = transform_boxes(box, how)
                 images.append(img)
         except DataError as exc:
@@ -419,7 +427,7 @@ def _load_chunk(samples: Sequence[Sample], spec: _Spec) -> _ChunkResult:
 # --------------------------------------------------------------------------------------------------
 
 #: Bump when the cached arrays' meaning changes, so old cache files are never read.
-CACHE_VERSION = 1
+CACHE_VERSION = 2  # 2: JPEGs decoded at reduced scale when that still covers the target
 
 
 @dataclass
@@ -523,12 +531,18 @@ def _load_cache(path: Path, root: Path) -> LoadedDataset | None:
 
 Method = Literal["auto", "serial", "thread", "process", "dask"]
 
-#: What method="auto" means: the warm spawn-context process pool. Measured with
-#: sprint2.bench.bench_loading on the 2-core machine (raccoon, bccd at 128 px), it matched or beat
-#: threads: parsing XML is pure Python under the GIL (a quarter of the work on bccd's 20-30 boxes per
-#: image), which caps threads near 1.6x there, while processes pay only a small pickle of the resized
-#: chunk. The pool is spawned once (a few hundred ms) and reused by later calls.
-AUTO_METHOD = "process"
+#: What method="auto" means: a thread pool of one thread per core, OpenCV at one thread each.
+#: Chosen on sprint2.bench.bench_loading's numbers (raccoon, bccd at 128 px on the 2-core machine),
+#: above all on CPU time per image, which other jobs on the shared machine hardly distort:
+#: on bccd threads cost 1.1-1.2 ms per image against the plain loop's 1.0-1.1, processes 1.27-1.33
+#: (pickling chunks and results, the parent's executor threads). Threads used to lose
+#: because XML parsing held the GIL for a quarter of the work; parse_annotation is now ~2.7x cheaper
+#: and the remaining GIL-held Python is about a quarter of a ~1 ms image (JPEG decode, resize, file
+#: reads and lxml's parser release the GIL), so two threads keep both cores busy. Threads also
+#: start instantly (a spawn pool takes 0.7-1.4 s, reported apart) and never re-import a script's
+#: TensorFlow. Wall-clock rates of the two stayed within the shared machine's noise of each other
+#: (best of 8 rounds: bccd 1490 vs 1533 images/s, raccoon 1423 vs 1432).
+AUTO_METHOD = "thread"
 
 
 def _is_tensorflow(obj: object) -> bool:
@@ -682,7 +696,7 @@ def load_dataset(data_dir: Path | str, size: int | tuple[int, int] = 128, *, spl
                  progress: bool = False, scheduler: str | None = None) -> LoadedDataset:
     """Load a VOC dataset into one preallocated (N, H, W, 3) uint8 RGB array with all boxes and labels.
 
-    ``method``: "auto" (= AUTO_METHOD, the process pool: fastest on the benchmark), "serial", "thread",
+    ``method``: "auto" (= AUTO_METHOD, threads: see its comment for why), "serial", "thread",
     "process" (a warm spawn-context pool reused across calls), "dask", or any Executor. ``scheduler``
     ("tcp://host:port" or "local") runs on Dask. Without ``class_names`` the class map is the sorted
     names over every annotation that parsed; with it, an unknown class fails that file. errors="raise"

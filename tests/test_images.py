@@ -10,7 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from sprint2.images import PAD_VALUE, Resize, box_iou, decode_image, resize_image, transform_boxes, untransform_boxes
+from sprint2.images import (PAD_VALUE, Resize, box_iou, decode_image, decode_resized, jpeg_size, reduction_factor,
+                            resize_image, transform_boxes, untransform_boxes)
 from sprint2.voc import DataError
 
 
@@ -153,6 +154,20 @@ def test_stretch_uses_area_when_shrinking_and_linear_when_growing():
     assert np.array_equal(big, cv2.resize(img, (300, 200), interpolation=cv2.INTER_LINEAR))
 
 
+@pytest.mark.parametrize("shape, size", [
+    ((90, 120, 3), 48), ((90, 120, 3), (50, 37)), ((240, 320, 3), 128), ((240, 320, 3), (100, 37)),
+    ((240, 320, 3), (120, 160)), ((193, 261, 3), 128), ((193, 261, 3), (97, 128)), ((240, 320), 128),
+    ((240, 320), (120, 160)), ((64, 80, 4), 48), ((64, 80, 4), (32, 40)),
+])
+def test_shrinking_gives_exactly_opencvs_uint8_area_result(shape, size):
+    """resize_image may take a faster route to INTER_AREA, but never different pixels."""
+    img = cv2.GaussianBlur(np.random.default_rng(7).integers(0, 256, shape, dtype=np.uint8), (0, 0), 1.5)
+    out, _ = resize_image(img, size)
+    h, w = (size, size) if isinstance(size, int) else size
+    expected = cv2.resize(img, (w, h), interpolation=cv2.INTER_AREA)
+    assert out.dtype == np.uint8 and np.array_equal(out, expected)
+
+
 def test_letterbox_keeps_aspect_and_centres():
     img = np.full((50, 100, 3), 200, np.uint8)
     out, t = resize_image(img, 64, mode="letterbox")
@@ -189,6 +204,144 @@ def test_box_iou():
     assert iou.shape == (5,)
     assert np.allclose(iou, [1.0, 2 / 6, 0.0, 0.0, 4 / 16])
     assert np.allclose(box_iou(a[:1], b), [1.0, 2 / 6, 0.0, 0.0, 1 / 7])  # broadcasting
+
+
+# ------------------------------------------------------------------------------- reduced JPEG decoding
+
+def textured(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A smooth but non-trivial BGR image (gradients plus blurred noise), like a photo at JPEG quality."""
+    rng = np.random.default_rng(seed)
+    noise = cv2.GaussianBlur(rng.integers(0, 255, (h, w, 3), dtype=np.uint8), (0, 0), 3)
+    yy, xx = np.mgrid[0:h, 0:w]
+    ramp = np.stack([xx * 255 // w, yy * 255 // h, (xx + yy) * 255 // (w + h)], axis=-1)
+    return ((noise.astype(np.int32) + ramp) // 2).astype(np.uint8)
+
+
+def with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
+    """The JPEG with an APP1 Exif segment (little-endian TIFF, one IFD entry: Orientation) after SOI."""
+    tiff = b"II*\x00" + (8).to_bytes(4, "little") + (1).to_bytes(2, "little")
+    tiff += (0x0112).to_bytes(2, "little") + (3).to_bytes(2, "little") + (1).to_bytes(4, "little")
+    tiff += orientation.to_bytes(2, "little") + b"\x00\x00" + (0).to_bytes(4, "little")
+    payload = b"Exif\x00\x00" + tiff
+    return jpeg[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
+
+
+@pytest.mark.parametrize("w, h, size, mode, factor", [
+    (640, 480, 128, "stretch", 2),      # bccd: 480 / 4 = 120 < 128
+    (640, 480, 128, "letterbox", 4),    # letterbox content is 128 x 96
+    (1024, 768, 128, "stretch", 4),
+    (2048, 2048, 128, "stretch", 8),
+    (2048, 2048, 300, "stretch", 4),
+    (255, 300, 128, "stretch", 1),      # floor(255 / 2) = 127 < 128: no upscaling, ever
+    (256, 256, 128, "stretch", 2),
+    (640, 480, (64, 320), "stretch", 2),  # (height, width): 640 / 4 = 160 < 320
+    (100, 80, 128, "stretch", 1),
+])
+def test_reduction_factor_is_the_largest_that_still_covers_the_target(w, h, size, mode, factor):
+    assert reduction_factor(w, h, size, mode) == factor
+
+
+@pytest.mark.parametrize("w, h, size, mode, factor", [
+    (512, 384, 64, "stretch", 4),
+    (640, 480, 128, "stretch", 2),
+    (640, 480, 128, "letterbox", 4),
+    (1024, 512, (48, 96), "stretch", 8),
+])
+def test_reduced_decode_matches_full_decode_when_the_factor_divides_the_size(tmp_path, w, h, size, mode, factor):
+    path = tmp_path / "big.jpg"
+    path.write_bytes(encode(textured(h, w), ".jpg"))
+    assert reduction_factor(w, h, size, mode) == factor
+    full, full_how = resize_image(decode_image(path), size, mode)
+    img, how, real = decode_resized(path, size, mode)
+    assert real == (w, h) and img.shape == full.shape and img.dtype == np.uint8
+    assert how == full_how  # the same mapping from original pixels, so exactly the same boxes
+    boxes = np.array([[0, 0, w, h], [10.5, 20.25, w / 2, h - 3]])
+    np.testing.assert_array_equal(transform_boxes(boxes, how), transform_boxes(boxes, full_how))
+    assert np.abs(img.astype(int) - full).mean() < 2.0
+    unreduced, how1, _ = decode_resized(path, size, mode, reduce=False)
+    assert np.array_equal(unreduced, full) and how1 == full_how
+
+
+def test_reduced_decode_of_an_odd_size_maps_boxes_onto_the_decoded_pixels(tmp_path):
+    w, h = 501, 377  # 1/2 decode: ceil -> 251 x 189, whose last row and column are half padding
+    path = tmp_path / "odd.jpg"
+    bgr = textured(h, w, seed=3)
+    bgr[100:300, 50:400] = (0, 0, 255)  # a red block with known corners
+    path.write_bytes(encode(bgr, ".jpg"))
+    img, how, real = decode_resized(path, 128)
+    assert real == (w, h) and reduction_factor(w, h, 128) == 2
+    assert how.scale_x == 128 / (2 * 251) and how.scale_y == 128 / (2 * 189)
+    full, full_how = resize_image(decode_image(path), 128)
+    mapped = transform_boxes(np.array([[50, 100, 400, 300]]), how)[0]
+    assert np.abs(mapped - transform_boxes(np.array([[50, 100, 400, 300]]), full_how)[0]).max() < 0.5
+    red = (img[..., 0] > 200) & (img[..., 1] < 60) & (img[..., 2] < 60)
+    ys, xs = np.nonzero(red)
+    found = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1])
+    assert np.abs(mapped - found).max() <= 1.0, (mapped, found)
+    assert np.abs(img.astype(int) - full).mean() < 3.0
+
+
+def test_reduced_decode_keeps_grayscale_and_ignores_exif_rotation(tmp_path):
+    # Square, so a rotated decode would have the expected size and only the pixels could tell.
+    gray = cv2.cvtColor(textured(512, 512, seed=1), cv2.COLOR_BGR2GRAY)
+    path = tmp_path / "gray.jpg"
+    path.write_bytes(with_exif_orientation(encode(gray, ".jpg"), 6))  # 6: "rotate 90 degrees to view"
+    assert jpeg_size(path.read_bytes()) == (512, 512)
+    assert reduction_factor(512, 512, 64) == 8
+    img, how, real = decode_resized(path, 64)
+    assert real == (512, 512) and img.shape == (64, 64, 3)
+    assert (img[..., 0] == img[..., 1]).all() and (img[..., 1] == img[..., 2]).all()
+    full, full_how = resize_image(decode_image(path), 64)
+    assert how == full_how and np.abs(img.astype(int) - full).mean() < 2.0
+    assert np.abs(np.rot90(img, -1).astype(int) - full).mean() > 10  # the rotated view really differs
+
+
+def test_non_jpeg_and_deep_images_decode_at_full_size(tmp_path):
+    deep = (textured(300, 400, seed=2).astype(np.uint16) * 257)
+    bgra = np.dstack([textured(300, 400, seed=4), np.full((300, 400), 9, np.uint8)])
+    for name, pixels in (("deep.png", deep), ("alpha.png", bgra), ("big.png", textured(600, 800))):
+        path = tmp_path / name
+        path.write_bytes(encode(pixels, ".png"))
+        for mode in ("stretch", "letterbox"):
+            img, how, real = decode_resized(path, 64, mode)
+            full, full_how = resize_image(decode_image(path), 64, mode)
+            assert real == (pixels.shape[1], pixels.shape[0]) and how == full_how
+            assert np.array_equal(img, full), (name, mode)
+
+
+@pytest.mark.parametrize("make, reason", [
+    (lambda b: b[: len(b) // 2], "truncated JPEG"),
+    (lambda b: b + b"GARBAGE-AFTER-END", "unexpected bytes after the EOI marker"),
+    (lambda b: b"", "empty file"),
+])
+def test_reduced_decode_refuses_what_decode_image_refuses(tmp_path, make, reason):
+    path = tmp_path / "bad.jpg"
+    path.write_bytes(make(encode(textured(480, 640), ".jpg")))
+    with pytest.raises(DataError) as info:
+        decode_resized(path, 64)
+    assert info.value.path == path and reason in info.value.reason
+
+
+def test_reduced_decode_on_the_real_datasets(shared_datasets):
+    """Every good raccoon and bccd image: the real size is known, geometry equal, boxes and pixels close."""
+    paths = sorted((shared_datasets / "raccoon" / "images").glob("*.jpg"))[::4]
+    paths += sorted((shared_datasets / "bccd" / "JPEGImages").glob("*.jpg"))[::20]
+    reduced = 0
+    for path in paths:
+        try:
+            image = decode_image(path)
+        except DataError:
+            continue
+        full, full_how = resize_image(image, 128)
+        img, how, real = decode_resized(path, 128)
+        n = reduction_factor(*real, 128)
+        reduced += n > 1
+        assert real == (image.shape[1], image.shape[0]) and img.shape == full.shape
+        box = np.array([[0, 0, real[0], real[1]]])
+        tol = (n - 1) * max(full_how.scale_x, full_how.scale_y) + 1e-4
+        np.testing.assert_allclose(transform_boxes(box, how), transform_boxes(box, full_how), atol=tol, rtol=0)
+        assert np.abs(img.astype(int) - full).mean() < 8.0, path.name
+    assert reduced > len(paths) // 2
 
 
 def test_import_does_not_set_opencv_threads():

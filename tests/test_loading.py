@@ -19,7 +19,7 @@ import numpy as np
 import pytest
 
 from sprint2 import loading
-from sprint2.images import decode_image, resize_image, transform_boxes
+from sprint2.images import decode_image, decode_resized, reduction_factor, resize_image, transform_boxes
 from sprint2.loading import (LoadedDataset, TaskQueue, inspect_dataset, load_dataset, load_splits,
                              process_pool_factory)
 from sprint2.synthetic import PLANTED, generate, plant_bad_files
@@ -194,14 +194,26 @@ def test_load_matches_a_direct_parse_decode_resize(synthetic: Path) -> None:
     ds = load_dataset(synthetic, 64, split="train", mode="letterbox", method="thread")
     assert ds.images.dtype == np.uint8 and ds.images.shape == (24, 64, 64, 3) and ds.size == (64, 64)
     assert ds.found == 24 and not ds.failures and ds.class_names == ["cat", "dog", "horse"]
-    for row in (0, 5, 23):
-        sample = discover(synthetic, "train")[row]
+    samples = discover(synthetic, "train")
+    reduced = 0
+    for row, sample in enumerate(samples):
         ann = parse_annotation(sample.xml_path, sample.image_path)
-        img, how = resize_image(decode_image(sample.image_path), 64, "letterbox")
+        box = np.array([o.box for o in ann.objects])
+        img, how, (w, h) = decode_resized(sample.image_path, 64, "letterbox")
         np.testing.assert_array_equal(ds.images[row], img)
-        np.testing.assert_allclose(ds.boxes[row], transform_boxes(np.array([o.box for o in ann.objects]), how))
+        np.testing.assert_array_equal(ds.boxes[row], transform_boxes(box, how))
         assert [ds.class_names[i] for i in ds.labels[row]] == [o.name for o in ann.objects]
         assert ds.paths[row] == sample.image_path
+        # Against the plain full-resolution decode: same geometry, boxes within the reduced decode's
+        # rounding ((N - 1) / size of a pixel of the original, scaled), pixels close.
+        n = reduction_factor(w, h, 64, "letterbox")
+        reduced += n > 1
+        full, full_how = resize_image(decode_image(sample.image_path), 64, "letterbox")
+        assert (w, h) == (decode_image(sample.image_path).shape[1], decode_image(sample.image_path).shape[0])
+        assert np.abs(ds.images[row].astype(int) - full).mean() < 6
+        bound = (n - 1) * max(full_how.scale_x, full_how.scale_y) + 1e-4
+        np.testing.assert_allclose(ds.boxes[row], transform_boxes(box, full_how), atol=bound, rtol=0)
+    assert reduced, "some synthetic images must be large enough for a reduced decode"
 
 
 def test_rectangular_size_is_height_width(synthetic: Path) -> None:

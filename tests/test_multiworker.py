@@ -87,6 +87,15 @@ class Cluster:
                 p.kill()
                 p.wait(timeout=30)
 
+    def run_to_end(self, timeout: float) -> None:
+        """Wait for both workers (killing what is left at the end) and fail on a non-zero exit."""
+        try:
+            codes = [self.wait(i, timeout) for i in range(2)]
+        finally:
+            self.kill()
+        for i, code in enumerate(codes):
+            assert code == 0, f"worker {i} exited {code}:\n{self.stderr(i)[-4000:]}"
+
 
 def _latest_epoch(checkpoints: Path) -> int:
     """The epoch number of the newest checkpoint named in CheckpointManager's index file."""
@@ -104,12 +113,7 @@ def test_two_workers_train_and_only_the_chief_writes(tiny_data: Path, tmp_path: 
 
     out = tmp_path / "run"
     cluster = Cluster(tiny_data, out, tmp_path / "logs", epochs=1, scratch=tmp_path / "tmp")
-    try:
-        codes = [cluster.wait(i, WAIT_S) for i in range(2)]
-    finally:
-        cluster.kill()
-    for i, code in enumerate(codes):
-        assert code == 0, f"worker {i} exited {code}:\n{cluster.stderr(i)[-4000:]}"
+    cluster.run_to_end(WAIT_S)
 
     chief, other = cluster.metrics(0), cluster.metrics(1)
     for m in (chief, other):
@@ -158,8 +162,9 @@ def test_killed_worker_gives_clear_error_and_restart_resumes(tiny_data: Path, tm
 
     err = cluster.stderr(0)
     assert code != 0, err[-4000:]
-    message = next((line for line in err.splitlines() if "WorkerLostError:" in line), "")
+    message = next((line for line in err.splitlines() if line.startswith("sprint2: error: ")), "")
     assert message, err[-4000:]
+    assert "Traceback" not in err, "a lost worker is reported as a clear error, not a traceback"
     assert "worker 0 lost worker 1 (127.0.0.1:" in message
     assert re.search(r"during epoch \d+", message)
     assert f"resumes from the last checkpoint in {checkpoints}" in message
@@ -169,12 +174,7 @@ def test_killed_worker_gives_clear_error_and_restart_resumes(tiny_data: Path, tm
 
     # Restart both with the same --out: they resume after the last checkpoint and finish one more epoch.
     restarted = Cluster(tiny_data, out, tmp_path / "logs2", epochs=done + 1, scratch=tmp_path / "tmp")
-    try:
-        codes = [restarted.wait(i, WAIT_S) for i in range(2)]
-    finally:
-        restarted.kill()
-    for i, c in enumerate(codes):
-        assert c == 0, f"restarted worker {i} exited {c}:\n{restarted.stderr(i)[-4000:]}"
+    restarted.run_to_end(WAIT_S)
     for i in range(2):
         m = restarted.metrics(i)
         assert m["start_epoch"] == done + 1 and m["epochs"] == done + 1

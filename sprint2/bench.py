@@ -369,21 +369,11 @@ def _input_pipeline_images_per_s(images: np.ndarray, labels: np.ndarray, boxes: 
 
 def _settings(replicas: list[int], gpus: int) -> tuple[list[tuple[str, str, Callable[[], Any]]], list[dict]]:
     """(setting, device kind, strategy factory) in run order, and the GPU settings skipped with a reason."""
-    import tensorflow as tf
-
-    from sprint2.distribute import configure_logical_cpus, get_strategy
-
-    def mirrored_cpu(n: int) -> Any:
-        if n > 1:
-            return get_strategy("cpu", n)[0]
-        # get_strategy("cpu", 1) returns the default strategy; build the one-replica mirror it would build.
-        device = configure_logical_cpus(1)
-        return tf.distribute.MirroredStrategy(
-            devices=device, cross_device_ops=tf.distribute.ReductionToOneDevice(reduce_to_device=device[0]))
+    from sprint2.distribute import get_strategy, mirrored_cpus
 
     settings: list[tuple[str, str, Callable[[], Any]]] = [("no strategy (CPU)", "cpu", lambda: None)]
     for n in replicas:
-        settings.append((f"mirrored x{n} (logical CPU)", "cpu", lambda n=n: mirrored_cpu(n)))
+        settings.append((f"mirrored x{n} (logical CPU)", "cpu", lambda n=n: mirrored_cpus(n)))
     skipped = []
     if gpus >= 1:
         settings.append(("mirrored x1 (GPU)", "gpu", lambda: get_strategy("gpu", 1)[0]))

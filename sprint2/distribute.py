@@ -192,6 +192,18 @@ def worker_lost(exc: BaseException, info: StrategyInfo, epoch: int, checkpoint_d
     )
 
 
+def mirrored_cpus(n: int) -> tf.distribute.MirroredStrategy:
+    """MirroredStrategy over the first n logical CPU devices (configured here if they are not yet).
+
+    NCCL and hierarchical copy need GPUs; reducing onto one device works on logical CPUs. n = 1 is a
+    real one-replica mirror, which the benchmark needs to measure the strategy's own cost.
+    """
+    devices = configure_logical_cpus(n)
+    return tf.distribute.MirroredStrategy(
+        devices=devices, cross_device_ops=tf.distribute.ReductionToOneDevice(reduce_to_device=devices[0])
+    )
+
+
 def get_strategy(
     kind: StrategyKind = "auto", replicas: int | None = None
 ) -> tuple[tf.distribute.Strategy, StrategyInfo]:
@@ -205,10 +217,7 @@ def get_strategy(
 
     if kind == "cpu" and replicas and replicas > 1:
         devices = configure_logical_cpus(replicas)
-        # NCCL and hierarchical copy need GPUs; reducing onto one device works on logical CPUs.
-        strategy = tf.distribute.MirroredStrategy(
-            devices=devices, cross_device_ops=tf.distribute.ReductionToOneDevice(reduce_to_device=devices[0])
-        )
+        strategy = mirrored_cpus(replicas)
         reason = f"MirroredStrategy over {replicas} logical CPU devices (one physical CPU split in {replicas})"
         return strategy, StrategyInfo("cpu", devices, replicas, reason)
 

@@ -57,6 +57,13 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--replicas", type=int)
     t.add_argument("--size", type=int)
     t.add_argument("--out", type=Path, default=Path("runs/train"))
+    t.add_argument("--seed", type=int, help="split, shuffling and initialisation seed (default 0)")
+    t.add_argument("--learning-rate", type=float, help="peak learning rate (default 2e-3)")
+    t.add_argument("--weight-decay", type=float, help="> 0: AdamW with this decoupled weight decay")
+    t.add_argument("--val-fraction", type=float,
+                   help="share of the training split held out to pick the best epoch (default: 0.1, "
+                        "0 under 400 training images)")
+    t.add_argument("--patience", type=int, help="epochs without a better validation loss before stopping")
     t.add_argument("--json", action="store_true")
 
     q = sub.add_parser("quantize", help="convert to TFLite variants and measure size, speed, accuracy")
@@ -154,7 +161,12 @@ def _train(args: argparse.Namespace) -> int:
 
     _need_dir(args.data_dir)
     options = {k: v for k, v in {"epochs": args.epochs, "batch": args.batch, "size": args.size,
-                                 "replicas": args.replicas}.items() if v is not None}
+                                 "replicas": args.replicas, "seed": args.seed,
+                                 "learning_rate": args.learning_rate, "weight_decay": args.weight_decay,
+                                 "val_fraction": args.val_fraction, "patience": args.patience}.items()
+               if v is not None}
+    if not 0.0 <= options.get("val_fraction", 0.0) < 1.0:
+        raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     result = run_training(args.data_dir, model=args.model, strategy=args.strategy,
                           out_dir=args.out, **options)
     if args.json:

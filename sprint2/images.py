@@ -279,7 +279,7 @@ def decode_resized(path: Path | str, size: int | tuple[int, int], mode: str = "s
     when N divides the original size, and within (N - 1) / original_size (relative) of it otherwise.
     The output geometry (content size, padding) is planned on the original size, so it never differs.
     """
-    path = Path(path)
+    path = path if isinstance(path, Path) else Path(path)
     data, frame = _read_checked(path)
     factor = 1
     if reduce and frame is not None:

@@ -156,14 +156,24 @@ class TaskQueue:
         self.desc = desc
         self.retries = 0
 
-    def default_chunk_size(self, n: int) -> int:
-        """About eight chunks per worker and at most 8 items per chunk.
+    #: Bounds of the default chunk sizes: a chunk of ~1 ms items should outweigh a process pool's
+    #: per-task cost (~0.3 ms round trip plus pickling) yet leave little idle time at the end.
+    MIN_CHUNK, MAX_CHUNK = 4, 32
 
-        With reduced JPEG decoding an item costs about a millisecond, so 8 items (~10 ms) still amortise
-        a process pool's per-task cost (~0.3 ms) while the last chunk leaves a worker idle for little;
-        the old 32 (~40 ms) left one core idle for a sixth of a 364-image load.
+    def default_chunks(self, n: int) -> list[tuple[int, int]]:
+        """(start, stop) of each chunk: guided self-scheduling, large chunks first, small ones last.
+
+        Each chunk takes the remaining items over twice the workers (between MIN_CHUNK and
+        MAX_CHUNK), so the early tasks amortise per-task costs and the last ones, a few items each,
+        finish together instead of leaving one worker alone with a big chunk. On bccd (364 images,
+        2 processes) fixed chunks of 4, 8 and 32 gave 1.47x, 1.70x and 1.75x the plain loop.
         """
-        return max(1, min(8, math.ceil(n / (8 * self.workers))))
+        bounds, start = [], 0
+        while start < n:
+            size = min(self.MAX_CHUNK, max(self.MIN_CHUNK, math.ceil((n - start) / (2 * self.workers))))
+            bounds.append((start, min(n, start + size)))
+            start += size
+        return bounds
 
     def run(self, fn: Callable[[Sequence[T]], R], items: Sequence[T], on_result: Callable[[int, R], None],
             chunk_size: int | None = None) -> None:
@@ -172,8 +182,11 @@ class TaskQueue:
         ``on_result`` runs in the calling thread; if it raises, tasks not yet started are cancelled,
         running ones are waited for, and the exception propagates.
         """
-        size = chunk_size or self.default_chunk_size(len(items))
-        chunks = [(start, items[start:start + size]) for start in range(0, len(items), size)]
+        if chunk_size:
+            bounds = [(start, start + chunk_size) for start in range(0, len(items), chunk_size)]
+        else:
+            bounds = self.default_chunks(len(items))
+        chunks = [(start, items[start:stop]) for start, stop in bounds]
         pending: deque[int] = deque(range(len(chunks)))
         in_flight: dict[cf.Future[R], int] = {}
         with tqdm(total=len(items), desc=self.desc, disable=not self.progress, unit="item") as bar:
@@ -361,65 +374,132 @@ def dask_client(scheduler: str) -> Iterator[Any]:
 
 @dataclass(frozen=True)
 class _Spec:
-    """What a worker needs besides the samples: target size (None: check only), mode, known classes."""
+    """What a worker needs besides the samples: target size (None: check only), mode, known classes,
+    and where the pixels go (see _PixelSink)."""
 
     size: tuple[int, int] | None
     mode: str
     class_names: tuple[str, ...] | None
+    out: np.ndarray | str | None = None
+    rows: int = 0
 
 
 @dataclass
 class _ChunkResult:
     """A chunk's output in compact arrays, cheap to pickle back to the parent."""
 
-    ok: np.ndarray            # (k,) bool: which samples of the chunk loaded
-    images: np.ndarray        # (ok.sum(), H, W, 3) uint8, or (0,) when checking only
-    counts: np.ndarray        # (ok.sum(),) int32 objects per loaded sample
+    rows: np.ndarray          # (k,) int64: dataset indices of the samples that loaded
+    images: np.ndarray        # (k, H, W, 3) uint8 when returned to the parent, else (0,)
+    counts: np.ndarray        # (k,) int32 objects per loaded sample
     boxes: np.ndarray         # (counts.sum(), 4) float32, resized coordinates
     names: list[str]          # class name per box
     seen: list[str]           # class names of every annotation that parsed (its image may have failed)
-    failures: list[tuple[int, str, str]]  # (index in chunk, path, reason)
+    failures: list[tuple[int, str, str]]  # (dataset index, path, reason)
 
 
-def _load_chunk(samples: Sequence[Sample], spec: _Spec) -> _ChunkResult:
-    """Parse, decode, check and resize each sample; bad files become failures, not exceptions."""
-    ok = np.zeros(len(samples), dtype=bool)
-    images: list[np.ndarray] = []
+class _PixelSink:
+    """Where a worker puts each decoded image, so pixels cross no pipe when they need not.
+
+    spec.out is the parent's array itself (threads and the plain loop write their rows in place), the
+    path of a shared scratch file (process-pool workers write their rows at their offsets; the parent
+    reads the file once at the end), or None (Dask or any other executor: pixels go back in the result).
+    """
+
+    def __init__(self, spec: _Spec) -> None:
+        self.spec = spec
+        self.kept: list[np.ndarray] = []
+        self.file: Any = None
+        if isinstance(spec.out, str):
+            self.file = open(spec.out, "r+b")  # noqa: SIM115 (closed in close())
+
+    def put(self, row: int, img: np.ndarray) -> None:
+        out = self.spec.out
+        if isinstance(out, np.ndarray):
+            out[row] = img
+        elif self.file is not None:
+            self.file.seek(row * img.nbytes)
+            self.file.write(img.data)
+        else:
+            self.kept.append(img)
+
+    def close(self) -> np.ndarray:
+        """The images to return with the result ((0,) unless they had nowhere else to go)."""
+        if self.file is not None:
+            self.file.close()
+        return np.stack(self.kept) if self.kept else np.zeros((0,), np.uint8)
+
+
+def _load_chunk(items: Sequence[tuple[int, Sample]], spec: _Spec) -> _ChunkResult:
+    """Parse, decode, check and resize each (dataset index, sample); bad files become failures, not exceptions."""
+    rows: list[int] = []
     counts: list[int] = []
     boxes: list[np.ndarray] = []
     names: list[str] = []
     seen: set[str] = set()
     failures: list[tuple[int, str, str]] = []
-    for i, sample in enumerate(samples):
-        try:
-            ann = parse_annotation(sample.xml_path, sample.image_path, class_names=spec.class_names)
-            seen.update(obj.name for obj in ann.objects)
-            if spec.size is None:  # checking only: the full decode gives the size
-                img = decode_image(sample.image_path)
-                width, height = img.shape[1], img.shape[0]
-            else:  # reduced JPEG decode when it still covers the target; the real size comes with it
-                img, how, (width, height) = decode_resized(sample.image_path, spec.size, spec.mode)
-            ann = check_against_image(ann, width=width, height=height)
-            box = np.array([obj.box for obj in ann.objects], dtype=np.float32).reshape(-1, 4)
-            if spec.size is not None:
-                box = transform_boxes(box, how)
-                images.append(img)
-        except DataError as exc:
-            failures.append((i, str(exc.path), exc.reason))
-            continue
-        except OSError as exc:  # e.g. the file vanished between discover() and now
-            failures.append((i, str(sample.image_path), f"cannot read ({exc})"))
-            continue
-        ok[i] = True
-        counts.append(len(box))
-        boxes.append(box)
-        names.extend(obj.name for obj in ann.objects)
+    sink = _PixelSink(spec) if spec.size is not None else None
+    try:
+        for row, sample in items:
+            try:
+                ann = parse_annotation(sample.xml_path, sample.image_path, class_names=spec.class_names)
+                seen.update(obj.name for obj in ann.objects)
+                if sink is None:  # checking only: the full decode gives the size
+                    img = decode_image(sample.image_path)
+                    width, height = img.shape[1], img.shape[0]
+                else:  # reduced JPEG decode when it still covers the target; the real size comes with it
+                    img, how, (width, height) = decode_resized(sample.image_path, spec.size, spec.mode)
+                ann = check_against_image(ann, width=width, height=height)
+                box = np.array([obj.box for obj in ann.objects], dtype=np.float32).reshape(-1, 4)
+                if sink is not None:
+                    box = transform_boxes(box, how)
+                    sink.put(row, img)
+            except DataError as exc:
+                failures.append((row, str(exc.path), exc.reason))
+                continue
+            except OSError as exc:  # e.g. the file vanished between discover() and now
+                failures.append((row, str(sample.image_path), f"cannot read ({exc})"))
+                continue
+            rows.append(row)
+            counts.append(len(box))
+            boxes.append(box)
+            names.extend(obj.name for obj in ann.objects)
+    finally:
+        images = sink.close() if sink is not None else np.zeros((0,), np.uint8)
     return _ChunkResult(
-        ok=ok,
-        images=np.stack(images) if images else np.zeros((0,), np.uint8),
-        counts=np.array(counts, dtype=np.int32),
+        rows=np.array(rows, dtype=np.int64), images=images, counts=np.array(counts, dtype=np.int32),
         boxes=np.concatenate(boxes) if boxes else np.zeros((0, 4), np.float32),
         names=names, seen=sorted(seen), failures=failures)
+
+
+@contextlib.contextmanager
+def _scratch_file(nbytes: int) -> Iterator[Path]:
+    """A scratch file of nbytes for process workers to write pixels into, removed afterwards.
+
+    In /dev/shm (memory) when it has room, else the temp folder. The space is reserved up front
+    (posix_fallocate) so a full tmpfs fails here, with ENOSPC, not later as a SIGBUS in a worker.
+    """
+    import tempfile
+
+    shm = Path("/dev/shm")
+    folder = None
+    with contextlib.suppress(OSError):
+        st = os.statvfs(shm)
+        if st.f_bavail * st.f_frsize > 2 * nbytes + (64 << 20):
+            folder = str(shm)
+    fd, name = tempfile.mkstemp(prefix="sprint2-pixels-", suffix=".u8", dir=folder)
+    try:
+        if nbytes and hasattr(os, "posix_fallocate"):
+            os.posix_fallocate(fd, 0, nbytes)
+        else:
+            os.ftruncate(fd, nbytes)
+        os.close(fd)
+        fd = -1
+        yield Path(name)
+    finally:
+        if fd >= 0:
+            os.close(fd)
+        with contextlib.suppress(OSError):
+            os.unlink(name)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -613,6 +693,20 @@ def _queue_for(method: Method | cf.Executor, workers: int | None, max_in_flight:
         raise ValueError(f"method must be auto, serial, thread, process, dask or an Executor, got {method!r}")
 
 
+def _pixel_route(method: Method | cf.Executor, scheduler: str | None) -> Literal["memory", "file", "result"]:
+    """How workers hand pixels back: straight into the parent's array (same process), through a
+    scratch file (a process pool on this machine), or inside the pickled result (Dask, other executors)."""
+    if scheduler is not None:
+        return "result"
+    if isinstance(method, (InlineExecutor, cf.ThreadPoolExecutor)):
+        return "memory"
+    if isinstance(method, cf.ProcessPoolExecutor):
+        return "file"
+    if isinstance(method, cf.Executor):
+        return "result"
+    return {"serial": "memory", "thread": "memory", "process": "file"}.get(resolve_method(method), "result")
+
+
 def _run_load(samples: Sequence[Sample], root: Path, size: tuple[int, int] | None, *, mode: str,
               class_names: Sequence[str] | None, method: Method | cf.Executor, workers: int | None,
               chunk_size: int | None, max_in_flight: int | None, errors: str, scheduler: str | None,
@@ -621,7 +715,6 @@ def _run_load(samples: Sequence[Sample], root: Path, size: tuple[int, int] | Non
     if errors not in ("raise", "skip"):
         raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
     n = len(samples)
-    spec = _Spec(size=size, mode=mode, class_names=tuple(class_names) if class_names is not None else None)
     h, w = size if size is not None else (0, 0)
     images = np.empty((n, h, w, 3), dtype=np.uint8)  # rows follow samples; compacted after failures
     ok = np.zeros(n, dtype=bool)
@@ -634,8 +727,8 @@ def _run_load(samples: Sequence[Sample], root: Path, size: tuple[int, int] | Non
         if errors == "raise" and result.failures:
             _, path, reason = result.failures[0]
             raise DataError(path, reason)
-        rows = start + np.flatnonzero(result.ok)
-        if size is not None and len(rows):
+        rows = result.rows
+        if len(result.images):
             images[rows] = result.images
         ok[rows] = True
         per_box = np.split(result.boxes, np.cumsum(result.counts)[:-1]) if len(rows) else []
@@ -645,11 +738,20 @@ def _run_load(samples: Sequence[Sample], root: Path, size: tuple[int, int] | Non
             names[row] = result.names[offsets[j]:offsets[j + 1]]
         seen.update(result.seen)
         for index, path, reason in result.failures:
-            failed[start + index] = Failure(path, reason)
+            failed[index] = Failure(path, reason)
 
+    route = _pixel_route(method, scheduler) if size is not None and n else "result"
     desc = f"loading {root.name}" if size is not None else f"checking {root.name}"
-    with _queue_for(method, workers, max_in_flight, scheduler, progress, desc) as queue:
-        queue.run(functools.partial(_load_chunk, spec=spec), samples, place, chunk_size)
+    with contextlib.ExitStack() as stack:
+        scratch = stack.enter_context(_scratch_file(images.nbytes)) if route == "file" else None
+        out = images if route == "memory" else (str(scratch) if scratch is not None else None)
+        spec = _Spec(size=size, mode=mode, class_names=tuple(class_names) if class_names is not None else None,
+                     out=out, rows=n)
+        with _queue_for(method, workers, max_in_flight, scheduler, progress, desc) as queue:
+            queue.run(functools.partial(_load_chunk, spec=spec), list(enumerate(samples)), place, chunk_size)
+        if scratch is not None:
+            with open(scratch, "rb") as fh:
+                fh.readinto(memoryview(images).cast("B"))
 
     names_out = list(class_names) if class_names is not None else sorted(seen)
     index = {name: i for i, name in enumerate(names_out)}

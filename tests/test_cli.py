@@ -64,6 +64,8 @@ def test_bad_usage_exits_2(tmp_path: Path, capsys) -> None:
     with pytest.raises(SystemExit) as exit_info:
         main(["train", str(tmp_path), "--model", "resnet"])
     assert exit_info.value.code == 2
+    assert main(["train", str(tmp_path), "--val-fraction", "1"]) == 2
+    assert "--val-fraction must be in [0, 1)" in capsys.readouterr().err
 
 
 def test_inspect_real_datasets(shared_datasets: Path, capsys) -> None:
@@ -93,12 +95,13 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 def test_train_then_quantize_json(small: Path, tmp_path: Path) -> None:
     run = _cli("train", str(small), "--epochs", "1", "--size", "32", "--batch", "8", "--out", str(tmp_path / "run"),
-               "--json")
+               "--val-fraction", "0.25", "--weight-decay", "0.01", "--json")
     assert run.returncode == 0, run.stderr[-2000:]
     trained = json.loads(run.stdout)
     assert {"strategy", "replicas", "epochs", "train_images", "test_images", "images_per_s", "test",
             "baseline"} <= set(trained)
     assert trained["test_images"] == 8 and trained["replicas"] == 1
+    assert (trained["val_images"], trained["train_images"]) == (6, 18)  # a quarter of the 24 held out
     for section in ("test", "baseline"):
         assert {"accuracy", "mean_iou", "hit_rate_iou50"} <= set(trained[section])
         assert 0.0 <= trained[section]["mean_iou"] <= 1.0

@@ -20,7 +20,7 @@ import pytest
 
 from sprint2 import loading
 from sprint2.images import decode_image, decode_resized, reduction_factor, resize_image, transform_boxes
-from sprint2.loading import (LoadedDataset, TaskQueue, inspect_dataset, load_dataset, load_splits,
+from sprint2.loading import (InlineExecutor, LoadedDataset, TaskQueue, inspect_dataset, load_dataset, load_splits,
                              process_pool_factory)
 from sprint2.synthetic import PLANTED, generate, plant_bad_files
 from sprint2.voc import DataError, discover, parse_annotation
@@ -102,6 +102,23 @@ def test_queue_chunks_bound_in_flight_and_keep_order() -> None:
     assert sorted(executor.chunks) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14],
                                        [15, 16, 17, 18, 19], [20, 21, 22]]
     assert executor.peak <= 3
+
+
+@pytest.mark.parametrize("n, workers", [(0, 2), (1, 2), (7, 1), (364, 2), (5000, 8)])
+def test_default_chunks_cover_every_item_once_and_shrink_towards_the_end(n: int, workers: int) -> None:
+    queue = TaskQueue(InlineExecutor(), workers=workers)
+    bounds = queue.default_chunks(n)
+    assert [i for start, stop in bounds for i in range(start, stop)] == list(range(n))
+    sizes = [stop - start for start, stop in bounds]
+    assert sizes == sorted(sizes, reverse=True)  # guided: never a bigger chunk after a smaller one
+    assert all(size <= TaskQueue.MAX_CHUNK for size in sizes)
+    assert all(size >= TaskQueue.MIN_CHUNK for size in sizes[:-1])
+    if n >= 364:  # big first chunks amortise the per-task cost; small last ones end together
+        assert sizes[0] == TaskQueue.MAX_CHUNK and sizes[-1] <= TaskQueue.MIN_CHUNK
+    executor = CountingExecutor(workers)
+    with TaskQueue(executor, workers=workers) as q:
+        assert q.map(_square, list(range(n))) == [v * v for v in range(n)]
+    assert sorted(len(c) for c in executor.chunks) == sorted(sizes)
 
 
 def test_queue_default_in_flight_is_twice_the_workers() -> None:
@@ -332,3 +349,43 @@ def test_dask_local_cluster_matches_process_pool(planted: tuple[Path, list[Path]
     assert_same(by_process, by_dask)
     assert len(by_dask.failures) == len(PLANTED)
 
+
+
+class _RemoteLike(cf.Executor):
+    """An executor of unknown kind, standing in for Dask's (whose workers may be on other machines)."""
+
+
+def _scratch_files() -> set[Path]:
+    import tempfile
+
+    folders = {Path("/dev/shm"), Path(tempfile.gettempdir())}
+    return {p for d in folders if d.is_dir() for p in d.glob("sprint2-pixels-*")}
+
+
+def test_pixels_take_the_cheapest_route_and_scratch_files_are_removed(
+        planted: tuple[Path, list[Path]], monkeypatch: pytest.MonkeyPatch) -> None:
+    data, _ = planted
+    assert loading._pixel_route("serial", None) == loading._pixel_route("thread", None) == "memory"
+    assert loading._pixel_route("process", None) == "file"
+    assert loading._pixel_route("thread", "local") == loading._pixel_route("dask", None) == "result"
+    with cf.ThreadPoolExecutor(2) as threads:
+        assert loading._pixel_route(threads, None) == "memory"
+    assert loading._pixel_route(_RemoteLike(), None) == "result"  # e.g. Dask's executor: pixels come back
+
+    opened: list[int] = []
+    real = loading._scratch_file
+
+    def spy(nbytes: int):
+        opened.append(nbytes)
+        return real(nbytes)
+
+    monkeypatch.setattr(loading, "_scratch_file", spy)
+    before = _scratch_files()
+    by_file = load_dataset(data, 32, method="process", errors="skip")
+    assert opened == [(24 + len(PLANTED)) * 32 * 32 * 3]  # one file, a row for every sample found
+    with cf.ThreadPoolExecutor(2) as threads:  # an executor the loader did not build: same pixels
+        assert_same(by_file, load_dataset(data, 32, method=threads, errors="skip"))
+    assert len(opened) == 1
+    with pytest.raises(DataError):
+        load_dataset(data, 32, method="process", errors="raise", chunk_size=2)
+    assert len(opened) == 2 and _scratch_files() == before  # removed after success and after an error

@@ -7,9 +7,9 @@ evaluated by the same code, so a number only counts when it beats doing nothing.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any, Literal
 
-import keras
 import numpy as np
 
 from sprint2.images import box_iou
@@ -43,17 +43,31 @@ def image_targets(ds: Any) -> tuple[np.ndarray, np.ndarray]:
     return labels, boxes
 
 
+#: The models' named outputs: class probabilities (N, C) and boxes (N, 4) in pixels.
+OUTPUT_NAMES: tuple[str, str] = ("class", "box")
+Outputs = dict[str, np.ndarray]
+Predictor = Callable[[np.ndarray], Outputs]
+
+
+def predict_batched(predict: Predictor, images: np.ndarray, batch_size: int = 32) -> Outputs:
+    """Runs `predict` (a Keras model call, a LiteRT model, ...) over the images in batches and joins the outputs."""
+    if len(images) == 0:
+        raise ValueError("predict_batched needs at least one image")
+    parts: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUT_NAMES}
+    for start in range(0, len(images), batch_size):
+        out = predict(np.asarray(images[start : start + batch_size], np.float32))
+        for name in OUTPUT_NAMES:
+            parts[name].append(np.asarray(out[name], np.float32))
+    return {name: np.concatenate(v) for name, v in parts.items()}
+
+
 def predict(model: Any, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
     """Runs the model in batches (plain calls, no Model.predict) and returns (probs (N, C), boxes (N, 4) px)."""
-    probs, boxes = [], []
-    for start in range(0, len(images), batch_size):
-        out = model(np.asarray(images[start : start + batch_size], np.float32), training=False)
-        probs.append(keras.ops.convert_to_numpy(out["class"]))
-        boxes.append(keras.ops.convert_to_numpy(out["box"]))
-    if not probs:
+    if len(images) == 0:
         n_classes = int(model.outputs[0].shape[-1]) if hasattr(model, "outputs") else 0
         return np.zeros((0, n_classes), np.float32), np.zeros((0, 4), np.float32)
-    return np.concatenate(probs).astype(np.float32), np.concatenate(boxes).astype(np.float32)
+    out = predict_batched(lambda x: model(x, training=False), images, batch_size)
+    return out["class"], out["box"]
 
 
 def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:

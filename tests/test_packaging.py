@@ -46,7 +46,7 @@ def test_runtime_dependencies_agree_with_environment_yml() -> None:
 def test_light_modules_do_not_import_tensorflow() -> None:
     code = (
         "import sys, sprint2, sprint2.cli, sprint2.report, sprint2.voc, sprint2.images, "
-        "sprint2.loading, sprint2.synthetic, sprint2.viz, sprint2.bench\n"
+        "sprint2.loading, sprint2.synthetic, sprint2.viz, sprint2.bench, sprint2.evaluate\n"
         "print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -207,29 +207,17 @@ def _report(args: argparse.Namespace) -> int:
     return 0
 
 
+def _table(rows: list[dict[str, Any]]) -> None:
+    """Print dicts as an aligned plain-text table (sprint2.report.Table, light to import)."""
+    from sprint2.report import Table
+
+    if rows:
+        print(Table(rows))
+
+
 def _need_dir(path: Path) -> None:
     if not path.is_dir():
         raise NotADirectoryError(f"{path}: not a directory")
-
-
-def _table(rows: list[dict[str, Any]]) -> None:
-    """Print dicts as an aligned plain-text table (floats to 4 significant digits)."""
-    if not rows:
-        return
-    columns = list(dict.fromkeys(k for row in rows for k in row))
-    cells = [[_cell(row.get(c, "")) for c in columns] for row in rows]
-    widths = [max(len(c), *(len(r[i]) for r in cells)) for i, c in enumerate(columns)]
-    print("  ".join(c.ljust(w) for c, w in zip(columns, widths)))
-    for r in cells:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
-
-
-def _cell(value: Any) -> str:
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, dict):
-        return json.dumps(value)
-    return str(value)
 
 
 _COMMANDS = {
@@ -243,3 +231,4 @@ _COMMANDS = {
 
 if __name__ == "__main__":
     sys.exit(main())
+

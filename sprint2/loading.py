@@ -743,7 +743,13 @@ def _run_load(samples: Sequence[Sample], root: Path, size: tuple[int, int] | Non
     route = _pixel_route(method, scheduler) if size is not None and n else "result"
     desc = f"loading {root.name}" if size is not None else f"checking {root.name}"
     with contextlib.ExitStack() as stack:
-        scratch = stack.enter_context(_scratch_file(images.nbytes)) if route == "file" else None
+        scratch = None
+        if route == "file":
+            try:
+                scratch = stack.enter_context(_scratch_file(images.nbytes))
+            except OSError as exc:  # no room on /dev/shm or in the temp folder: use the pipes instead
+                logger.warning("no room for a %.0f MB scratch file (%s); process workers return pixels "
+                               "through the pool's pipes", images.nbytes / 2**20, exc)
         out = images if route == "memory" else (str(scratch) if scratch is not None else None)
         spec = _Spec(size=size, mode=mode, class_names=tuple(class_names) if class_names is not None else None,
                      out=out, rows=n)

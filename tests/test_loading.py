@@ -389,3 +389,8 @@ def test_pixels_take_the_cheapest_route_and_scratch_files_are_removed(
     with pytest.raises(DataError):
         load_dataset(data, 32, method="process", errors="raise", chunk_size=2)
     assert len(opened) == 2 and _scratch_files() == before  # removed after success and after an error
+    def full(nbytes: int):
+        raise OSError(28, "No space left on device")
+
+    monkeypatch.setattr(loading, "_scratch_file", full)  # no room anywhere: pixels take the pipes
+    assert_same(by_file, load_dataset(data, 32, method="process", errors="skip"))

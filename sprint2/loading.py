@@ -612,16 +612,14 @@ def _load_cache(path: Path, root: Path) -> LoadedDataset | None:
 Method = Literal["auto", "serial", "thread", "process", "dask"]
 
 #: What method="auto" means: a thread pool of one thread per core, OpenCV at one thread each.
-#: Chosen on sprint2.bench.bench_loading's numbers (raccoon, bccd at 128 px on the 2-core machine),
-#: above all on CPU time per image, which other jobs on the shared machine hardly distort:
-#: on bccd threads cost 1.1-1.2 ms per image against the plain loop's 1.0-1.1, processes 1.27-1.33
-#: (pickling chunks and results, the parent's executor threads). Threads used to lose
-#: because XML parsing held the GIL for a quarter of the work; parse_annotation is now ~2.7x cheaper
-#: and the remaining GIL-held Python is about a quarter of a ~1 ms image (JPEG decode, resize, file
-#: reads and lxml's parser release the GIL), so two threads keep both cores busy. Threads also
-#: start instantly (a spawn pool takes 0.7-1.4 s, reported apart) and never re-import a script's
-#: TensorFlow. Wall-clock rates of the two stayed within the shared machine's noise of each other
-#: (best of 8 rounds: bccd 1490 vs 1533 images/s, raccoon 1423 vs 1432).
+#: Chosen on sprint2.bench.bench_loading's numbers (raccoon and bccd at 128 px, 2-core machine).
+#: Since process workers write pixels into a scratch file instead of pickling them back, the two
+#: pools run level: best of 5 rounds, bccd 1667 (threads) vs 1666 images/s (processes), raccoon
+#: 1427 vs 1403, i.e. 1.64x and 1.70x the plain loop for threads. Threads lose some parallelism
+#: to the GIL (lxml's tree walk and the per-object Python hold it, ~0.1-0.2 ms of a ~1 ms image);
+#: processes lose the same to a slower per-image rate when both cores are busy and to the parent's
+#: bookkeeping. Threads win the tie: they start instantly (a spawn pool takes 0.3-0.6 s, reported
+#: apart) and never re-import a script's TensorFlow.
 AUTO_METHOD = "thread"
 
 

@@ -614,10 +614,11 @@ Method = Literal["auto", "serial", "thread", "process", "dask"]
 #: What method="auto" means: a thread pool of one thread per core, OpenCV at one thread each.
 #: Chosen on sprint2.bench.bench_loading's numbers (raccoon and bccd at 128 px, 2-core machine).
 #: Since process workers write pixels into a scratch file instead of pickling them back, the two
-#: pools run level: best of 5 rounds, bccd 1667 (threads) vs 1666 images/s (processes), raccoon
-#: 1427 vs 1403, i.e. 1.64x and 1.70x the plain loop for threads. Threads lose some parallelism
-#: to the GIL (lxml's tree walk and the per-object Python hold it, ~0.1-0.2 ms of a ~1 ms image);
-#: processes lose the same to a slower per-image rate when both cores are busy and to the parent's
+#: pools run level, each ahead on one dataset within the machine's run-to-run noise. Best of 5
+#: rounds, threads vs processes in images/s: bccd 1679 vs 1770 and raccoon 1264 vs 1190; in an
+#: earlier run 1667 vs 1666 and 1427 vs 1403 (1.51x-1.74x the plain loop). Threads lose some
+#: parallelism to the GIL (lxml's tree walk and the per-object Python, ~0.1-0.2 ms of a ~1 ms
+#: image); processes to a slower per-image rate when both cores are busy and to the parent's
 #: bookkeeping. Threads win the tie: they start instantly (a spawn pool takes 0.3-0.6 s, reported
 #: apart) and never re-import a script's TensorFlow.
 AUTO_METHOD = "thread"

@@ -349,3 +349,45 @@ def test_import_does_not_set_opencv_threads():
             "import sys; assert cv2.getNumThreads() == n, (n, cv2.getNumThreads()); "
             "assert 'tensorflow' not in sys.modules")
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
+
+
+def _opencv_only(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Make decode_resized take its OpenCV path, as if simplejpeg had refused every file."""
+    from sprint2 import images
+
+    monkeypatch.setattr(images, "_decode_jpeg_rgb", lambda *args: None)
+
+
+def test_simplejpeg_and_opencv_paths_give_identical_results(tmp_path, monkeypatch, shared_datasets_or_none):
+    files = []
+    for name, pixels in (("odd.jpg", textured(333, 517, seed=5)), ("small.jpg", textured(40, 50, seed=6)),
+                         ("gray.jpg", cv2.cvtColor(textured(480, 640, seed=7), cv2.COLOR_BGR2GRAY))):
+        files.append(tmp_path / name)
+        files[-1].write_bytes(encode(pixels, ".jpg"))
+    files.append(tmp_path / "exif.jpg")
+    files[-1].write_bytes(with_exif_orientation(encode(textured(256, 256, seed=8), ".jpg"), 6))
+    if shared_datasets_or_none is not None:  # every 10th real image too, when ../shared is there
+        files += sorted((shared_datasets_or_none / "raccoon" / "images").glob("*.jpg"))[::10]
+        files += sorted((shared_datasets_or_none / "bccd" / "JPEGImages").glob("*.jpg"))[::10]
+    cases = [(f, size, mode) for f in files for size, mode in ((128, "stretch"), (64, "letterbox"), (300, "stretch"))]
+    from sprint2 import images
+
+    accepted = []
+    real_decoder = images._decode_jpeg_rgb
+    monkeypatch.setattr(images, "_decode_jpeg_rgb", lambda *a: accepted.append(real_decoder(*a) is not None) or
+                        real_decoder(*a))
+    fast = [decode_resized(f, size, mode) for f, size, mode in cases]
+    assert len(accepted) == len(cases) and all(accepted)  # simplejpeg really decoded every case
+    _opencv_only(monkeypatch)
+    for (f, size, mode), (img, how, real) in zip(cases, fast):
+        ref_img, ref_how, ref_real = decode_resized(f, size, mode)
+        assert (how, real) == (ref_how, ref_real), f.name
+        assert np.array_equal(img, ref_img), (f.name, size, mode)
+
+
+def test_what_simplejpeg_refuses_opencv_still_judges(tmp_path):
+    from sprint2 import images
+
+    data = encode(textured(480, 640), ".jpg")
+    assert images._decode_jpeg_rgb(data[:2000] + b"\xff\xd9", (640, 480), 2, tmp_path / "x.jpg") is None
+    assert images._decode_jpeg_rgb(data, (640, 480), 2, tmp_path / "x.jpg").shape == (240, 320, 3)

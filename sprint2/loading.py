@@ -381,7 +381,6 @@ class _Spec:
     mode: str
     class_names: tuple[str, ...] | None
     out: np.ndarray | str | None = None
-    rows: int = 0
 
 
 @dataclass
@@ -614,9 +613,10 @@ Method = Literal["auto", "serial", "thread", "process", "dask"]
 #: What method="auto" means: a thread pool of one thread per core, OpenCV at one thread each.
 #: Chosen on sprint2.bench.bench_loading's numbers (raccoon and bccd at 128 px, 2-core machine).
 #: Since process workers write pixels into a scratch file instead of pickling them back, the two
-#: pools run level, each ahead on one dataset within the machine's run-to-run noise. Best of 5
-#: rounds, threads vs processes in images/s: bccd 1679 vs 1770 and raccoon 1264 vs 1190; in an
-#: earlier run 1667 vs 1666 and 1427 vs 1403 (1.51x-1.74x the plain loop). Threads lose some
+#: pools run level within the machine's run-to-run noise. Best of 5 rounds, threads vs processes
+#: in images/s, two runs each with simplejpeg decoding: bccd 1692 vs 1753 and 1706 vs 1484,
+#: raccoon 1548 vs 1471 and 1491 vs 1378 (threads 1.63x the plain loop on bccd, 1.76x on
+#: raccoon, whose XML holds about one object per image to bccd's thirteen). Threads lose some
 #: parallelism to the GIL (lxml's tree walk and the per-object Python, ~0.1-0.2 ms of a ~1 ms
 #: image); processes to a slower per-image rate when both cores are busy and to the parent's
 #: bookkeeping. Threads win the tie: they start instantly (a spawn pool takes 0.3-0.6 s, reported
@@ -751,7 +751,7 @@ def _run_load(samples: Sequence[Sample], root: Path, size: tuple[int, int] | Non
                                "through the pool's pipes", images.nbytes / 2**20, exc)
         out = images if route == "memory" else (str(scratch) if scratch is not None else None)
         spec = _Spec(size=size, mode=mode, class_names=tuple(class_names) if class_names is not None else None,
-                     out=out, rows=n)
+                     out=out)
         with _queue_for(method, workers, max_in_flight, scheduler, progress, desc) as queue:
             queue.run(functools.partial(_load_chunk, spec=spec), list(enumerate(samples)), place, chunk_size)
         if scratch is not None:

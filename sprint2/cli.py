@@ -231,4 +231,3 @@ _COMMANDS = {
 
 if __name__ == "__main__":
     sys.exit(main())
-

@@ -5,7 +5,7 @@ OpenCV decodes a truncated JPEG with only a warning on stderr and grey pixels wh
 decode_resized() does the same checks, then decodes a large JPEG at 1/2, 1/4 or 1/8 scale (libjpeg's
 DCT scaling, several times cheaper) when that still covers the target, and resizes. JPEGs go through
 simplejpeg (libjpeg-turbo straight to RGB, GIL released): pixel-identical to OpenCV's decode on every
-raccoon and bccd image, in about 60 % of its time; OpenCV decodes whatever simplejpeg refuses.
+raccoon and bccd image, in about 80 % of its time; OpenCV decodes whatever simplejpeg refuses.
 """
 
 from __future__ import annotations

@@ -374,8 +374,13 @@ def test_simplejpeg_and_opencv_paths_give_identical_results(tmp_path, monkeypatc
 
     accepted = []
     real_decoder = images._decode_jpeg_rgb
-    monkeypatch.setattr(images, "_decode_jpeg_rgb", lambda *a: accepted.append(real_decoder(*a) is not None) or
-                        real_decoder(*a))
+
+    def spy(*args):
+        img = real_decoder(*args)
+        accepted.append(img is not None)
+        return img
+
+    monkeypatch.setattr(images, "_decode_jpeg_rgb", spy)
     fast = [decode_resized(f, size, mode) for f, size, mode in cases]
     assert len(accepted) == len(cases) and all(accepted)  # simplejpeg really decoded every case
     _opencv_only(monkeypatch)
@@ -385,9 +390,15 @@ def test_simplejpeg_and_opencv_paths_give_identical_results(tmp_path, monkeypatc
         assert np.array_equal(img, ref_img), (f.name, size, mode)
 
 
-def test_what_simplejpeg_refuses_opencv_still_judges(tmp_path):
+def test_simplejpeg_refusals_fall_back_to_opencv(tmp_path, monkeypatch):
     from sprint2 import images
 
     data = encode(textured(480, 640), ".jpg")
-    assert images._decode_jpeg_rgb(data[:2000] + b"\xff\xd9", (640, 480), 2, tmp_path / "x.jpg") is None
     assert images._decode_jpeg_rgb(data, (640, 480), 2, tmp_path / "x.jpg").shape == (240, 320, 3)
+    cut = tmp_path / "cut.jpg"  # entropy data cut short but closed with EOI: libjpeg only warns
+    cut.write_bytes(data[:2000] + b"\xff\xd9")
+    assert images._decode_jpeg_rgb(cut.read_bytes(), (640, 480), 2, cut) is None  # strict: refused
+    img, how, real = decode_resized(cut, 64)  # ... so OpenCV decides, exactly as before simplejpeg
+    _opencv_only(monkeypatch)
+    ref_img, ref_how, ref_real = decode_resized(cut, 64)
+    assert (how, real) == (ref_how, ref_real) and np.array_equal(img, ref_img)

@@ -350,7 +350,6 @@ def test_dask_local_cluster_matches_process_pool(planted: tuple[Path, list[Path]
     assert len(by_dask.failures) == len(PLANTED)
 
 
-
 class _RemoteLike(cf.Executor):
     """An executor of unknown kind, standing in for Dask's (whose workers may be on other machines)."""
 
@@ -389,6 +388,7 @@ def test_pixels_take_the_cheapest_route_and_scratch_files_are_removed(
     with pytest.raises(DataError):
         load_dataset(data, 32, method="process", errors="raise", chunk_size=2)
     assert len(opened) == 2 and _scratch_files() == before  # removed after success and after an error
+
     def full(nbytes: int):
         raise OSError(28, "No space left on device")
 

@@ -157,6 +157,12 @@ def _imdecode(data: bytes, flags: int, path: Path) -> np.ndarray:
     return img
 
 
+def _scaled_shape(frame: tuple[int, int], factor: int) -> tuple[int, int]:
+    """(height, width) libjpeg gives a (width, height) frame decoded at 1/factor: each side rounded up."""
+    width, height = frame
+    return -(-height // factor), -(-width // factor)
+
+
 def _decode_jpeg_rgb(data: bytes, frame: tuple[int, int], factor: int, path: Path) -> np.ndarray | None:
     """RGB uint8 of a JPEG decoded at 1/factor scale by simplejpeg, or None when it refuses the file.
 
@@ -164,14 +170,13 @@ def _decode_jpeg_rgb(data: bytes, frame: tuple[int, int], factor: int, path: Pat
     scaling (its factors are multiples of 1/8). strict=True turns libjpeg's warnings about corrupt
     data into a refusal, so such files take the OpenCV path and fail or load exactly as before.
     """
-    width, height = frame
+    height, width = _scaled_shape(frame, factor)
     try:
-        img = simplejpeg.decode_jpeg(data, colorspace="rgb", min_height=-(-height // factor),
-                                     min_width=-(-width // factor), strict=True)
+        img = simplejpeg.decode_jpeg(data, colorspace="rgb", min_height=height, min_width=width, strict=True)
     except ValueError as exc:
         logger.debug("%s: simplejpeg refused it (%s); decoding with OpenCV", path, exc)
         return None
-    if img.shape != (-(-height // factor), -(-width // factor), 3):
+    if img.shape != (height, width, 3):
         logger.debug("%s: simplejpeg gave %s at 1/%d; decoding with OpenCV", path, img.shape, factor)
         return None
     return img
@@ -199,7 +204,7 @@ class Resize:
     out_h: int
 
 
-def _target(size: int | tuple[int, int]) -> tuple[int, int]:
+def target_size(size: int | tuple[int, int]) -> tuple[int, int]:
     """(height, width) from an int (square) or an (height, width) pair."""
     if isinstance(size, (int, np.integer)):
         h = w = int(size)
@@ -224,7 +229,7 @@ class _Plan:
 
 def _plan(w: int, h: int, size: int | tuple[int, int], mode: str) -> _Plan:
     """The output geometry for a w x h image: "stretch" fills the target, "letterbox" keeps the aspect."""
-    out_h, out_w = _target(size)
+    out_h, out_w = target_size(size)
     if mode == "stretch":
         return _Plan(out_w, out_h, 0, 0, out_w, out_h)
     if mode == "letterbox":
@@ -311,7 +316,7 @@ def decode_resized(path: Path | str, size: int | tuple[int, int], mode: str = "s
     rgb = img is not None
     if img is None and factor > 1:
         img = _imdecode(data, _REDUCED_FLAGS[factor], path)
-        expected = (-(-frame[1] // factor), -(-frame[0] // factor))  # ceil, as libjpeg sizes its output
+        expected = _scaled_shape(frame, factor)
         if img.shape[:2] != expected or img.dtype != np.uint8:
             logger.debug("%s: reduced decode gave %s, expected %s; decoding at full size", path,
                          img.shape, expected)

@@ -32,7 +32,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
-from sprint2.images import decode_image, decode_resized, transform_boxes
+from sprint2.images import decode_image, decode_resized, target_size, transform_boxes
 from sprint2.voc import DataError, Sample, check_against_image, discover, parse_annotation
 
 logger = logging.getLogger(__name__)
@@ -646,14 +646,6 @@ def resolve_method(method: str) -> str:
     return AUTO_METHOD
 
 
-def _target_size(size: int | tuple[int, int]) -> tuple[int, int]:
-    """(height, width) from an int or a pair."""
-    if isinstance(size, (int, np.integer)):
-        return int(size), int(size)
-    h, w = size
-    return int(h), int(w)
-
-
 @contextlib.contextmanager
 def _queue_for(method: Method | cf.Executor, workers: int | None, max_in_flight: int | None,
                scheduler: str | None, progress: bool, desc: str) -> Iterator[TaskQueue]:
@@ -694,7 +686,8 @@ def _queue_for(method: Method | cf.Executor, workers: int | None, max_in_flight:
 
 def _pixel_route(method: Method | cf.Executor, scheduler: str | None) -> Literal["memory", "file", "result"]:
     """How workers hand pixels back: straight into the parent's array (same process), through a
-    scratch file (a process pool on this machine), or inside the pickled result (Dask, other executors)."""
+    scratch file (a process pool on this machine), or inside the pickled result (Dask, other executors).
+    A method name must already be resolved (resolve_method): "auto" is not one of the routes' keys."""
     if scheduler is not None:
         return "result"
     if isinstance(method, (InlineExecutor, cf.ThreadPoolExecutor)):
@@ -703,7 +696,7 @@ def _pixel_route(method: Method | cf.Executor, scheduler: str | None) -> Literal
         return "file"
     if isinstance(method, cf.Executor):
         return "result"
-    return {"serial": "memory", "thread": "memory", "process": "file"}.get(resolve_method(method), "result")
+    return {"serial": "memory", "thread": "memory", "process": "file"}.get(method, "result")
 
 
 def _run_load(samples: Sequence[Sample], root: Path, size: tuple[int, int] | None, *, mode: str,
@@ -713,6 +706,8 @@ def _run_load(samples: Sequence[Sample], root: Path, size: tuple[int, int] | Non
     """Load samples into a preallocated array (or only check them when size is None)."""
     if errors not in ("raise", "skip"):
         raise ValueError(f"errors must be 'raise' or 'skip', got {errors!r}")
+    if isinstance(method, str):
+        method = resolve_method(method)  # once: its choice (and its log line) serves the route and the queue
     n = len(samples)
     h, w = size if size is not None else (0, 0)
     images = np.empty((n, h, w, 3), dtype=np.uint8)  # rows follow samples; compacted after failures
@@ -779,7 +774,7 @@ def _load(samples: Sequence[Sample], root: Path, size: int | tuple[int, int], *,
           class_names: Sequence[str] | None, cache_dir: Path | str | None, errors: str,
           **kw: Any) -> LoadedDataset:
     """Load through the cache when one is given."""
-    target = _target_size(size)
+    target = target_size(size)
     path = None
     if cache_dir is not None:
         key = cache_key(samples, root, target, kw["mode"], class_names, split)

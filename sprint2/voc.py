@@ -411,7 +411,7 @@ def _index_images(folders: Iterable[Path]) -> tuple[dict[str, Path], dict[str, P
 
 
 def _discover_voc(root: Path, split: str | None) -> list[Sample]:
-    """Canonical VOC: Annotations/, JPEGImages/, optional ImageSets/Main/<split>.txt."""
+    """Canonical VOC: Annotations/, JPEGImages/, optional ImageSets/Main/<split>.txt; images matched by id."""
     ann_dir = root / "Annotations"
     img_dir = root / "JPEGImages"
     img_dirs = [img_dir] if img_dir.is_dir() else []
@@ -432,7 +432,10 @@ def _discover_voc(root: Path, split: str | None) -> list[Sample]:
                 raise DataError(split_file, f"line {lineno}: id {fields[0]!r} has no annotation {xml.name} in {ann_dir}")
             xmls.append(xml)
         xmls = sorted(set(xmls))
-    return [Sample(image_path=_match(x, by_name, by_stem, img_dir), xml_path=x) for x in xmls]
+    # The devkit's rule: an image is JPEGImages/<id>.jpg, <id> being the annotation's stem. Only an id
+    # without such an image falls back to <filename>, so the common case reads no XML here.
+    return [Sample(image_path=by_stem.get(x.stem) or _match(x, by_name, by_stem, img_dir), xml_path=x)
+            for x in xmls]
 
 
 def _discover_folders(root: Path) -> list[Sample] | None:
@@ -466,7 +469,7 @@ def _discover_folders(root: Path) -> list[Sample] | None:
 def discover(data_dir: Path | str, split: str | None = None) -> list[Sample]:
     """Find (image, XML) pairs, sorted by XML path, in one of three layouts.
 
-    (a) images beside their XML files; (b) canonical VOC (Annotations/, JPEGImages/, ImageSets/Main);
+    (a) images beside their XML files; (b) canonical VOC (Annotations/, JPEGImages/, ImageSets/Main), images by id;
     (c) separate folders such as images/ + annotations/, matched by <filename> or stem. When split is
     given and data_dir/split is a folder, that folder is used. An XML whose image is not found still
     yields a Sample (with the expected path) so the loader reports it instead of dropping it.

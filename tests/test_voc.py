@@ -216,6 +216,17 @@ def test_discover_voc(layouts):
     assert info.value.path == root / "ImageSets" / "Main" / "val.txt"
 
 
+def test_discover_voc_matches_by_id_then_filename(tmp_path):
+    for folder in ("Annotations", "JPEGImages"):
+        (tmp_path / folder).mkdir()
+    for name in ("0001.jpg", "other.jpg", "0002_scan.png"):
+        (tmp_path / "JPEGImages" / name).write_bytes(b"x")
+    write(tmp_path / "Annotations", voc_xml(obj(), filename="other.jpg"), "0001.xml")      # the id wins
+    write(tmp_path / "Annotations", voc_xml(obj(), filename="0002_scan.png"), "0002.xml")  # no 0002.*: <filename>
+    got = {s.xml_path.name: s.image_path.name for s in discover(tmp_path)}
+    assert got == {"0001.xml": "0001.jpg", "0002.xml": "0002_scan.png"}
+
+
 def test_discover_folders(layouts):
     root = layouts["folders"]
     samples = discover(root)

@@ -17,6 +17,7 @@ import hashlib
 import json
 import logging
 import math
+import mmap
 import os
 import random
 import signal
@@ -470,6 +471,9 @@ def _load_chunk(items: Sequence[tuple[int, Sample]], spec: _Spec) -> _ChunkResul
         names=names, seen=sorted(seen), failures=failures)
 
 
+_SHM = Path("/dev/shm")  # tmpfs: a scratch file there is memory, not disk
+
+
 @contextlib.contextmanager
 def _scratch_file(nbytes: int) -> Iterator[Path]:
     """A scratch file of nbytes for process workers to write pixels into, removed afterwards.
@@ -479,12 +483,11 @@ def _scratch_file(nbytes: int) -> Iterator[Path]:
     """
     import tempfile
 
-    shm = Path("/dev/shm")
     folder = None
     with contextlib.suppress(OSError):
-        st = os.statvfs(shm)
+        st = os.statvfs(_SHM)
         if st.f_bavail * st.f_frsize > 2 * nbytes + (64 << 20):
-            folder = str(shm)
+            folder = str(_SHM)
     fd, name = tempfile.mkstemp(prefix="sprint2-pixels-", suffix=".u8", dir=folder)
     try:
         if nbytes and hasattr(os, "posix_fallocate"):
@@ -499,6 +502,23 @@ def _scratch_file(nbytes: int) -> Iterator[Path]:
             os.close(fd)
         with contextlib.suppress(OSError):
             os.unlink(name)
+
+
+def _pixels_from(scratch: Path, images: np.ndarray) -> np.ndarray:
+    """The workers' pixels: the scratch file itself mapped as the array when it lives in memory.
+
+    A tmpfs page is ordinary memory, so mapping it (shared, and kept after the file is unlinked
+    until the array is freed) hands the pixels over without the parent copying each of them, a
+    serial step of the load. A file on disk is read into ``images`` instead,
+    so no dataset is ever backed by disk. The whole file was reserved up front (_scratch_file), so
+    touching any page of the map cannot fault for lack of space.
+    """
+    with open(scratch, "r+b") as fh:
+        if scratch.parent != _SHM:
+            fh.readinto(memoryview(images).cast("B"))
+            return images
+        pixels = mmap.mmap(fh.fileno(), images.nbytes)
+    return np.frombuffer(pixels, dtype=np.uint8).reshape(images.shape)
 
 
 # --------------------------------------------------------------------------------------------------
@@ -750,8 +770,7 @@ def _run_load(samples: Sequence[Sample], root: Path, size: tuple[int, int] | Non
         with _queue_for(method, workers, max_in_flight, scheduler, progress, desc) as queue:
             queue.run(functools.partial(_load_chunk, spec=spec), list(enumerate(samples)), place, chunk_size)
         if scratch is not None:
-            with open(scratch, "rb") as fh:
-                fh.readinto(memoryview(images).cast("B"))
+            images = _pixels_from(scratch, images)
 
     names_out = list(class_names) if class_names is not None else sorted(seen)
     index = {name: i for i, name in enumerate(names_out)}

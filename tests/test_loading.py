@@ -361,6 +361,27 @@ def _scratch_files() -> set[Path]:
     return {p for d in folders if d.is_dir() for p in d.glob("sprint2-pixels-*")}
 
 
+def test_memory_scratch_is_mapped_not_copied_and_disk_scratch_is_copied(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    pixels = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
+    for folder in ("shm", "disk"):
+        (tmp_path / folder).mkdir()
+        (tmp_path / folder / "pixels.u8").write_bytes(pixels.tobytes())
+    monkeypatch.setattr(loading, "_SHM", tmp_path / "shm")
+
+    target = np.zeros_like(pixels)
+    mapped = loading._pixels_from(tmp_path / "shm" / "pixels.u8", target)
+    copied = loading._pixels_from(tmp_path / "disk" / "pixels.u8", target)
+    assert copied is target and np.array_equal(copied, pixels)
+    assert mapped is not target and np.array_equal(mapped, pixels) and mapped.flags.writeable
+    for folder in ("shm", "disk"):  # rewrite both files: only the mapping sees it
+        with open(tmp_path / folder / "pixels.u8", "r+b") as fh:
+            fh.write(b"\xff" * 8)
+    assert (mapped.reshape(-1)[:8] == 255).all() and (copied.reshape(-1)[:8] == pixels.reshape(-1)[:8]).all()
+    (tmp_path / "shm" / "pixels.u8").unlink()  # as the loader does: the mapping outlives the file
+    assert int(mapped.reshape(-1)[-1]) == pixels.size - 1
+
+
 def test_pixels_take_the_cheapest_route_and_scratch_files_are_removed(
         planted: tuple[Path, list[Path]], monkeypatch: pytest.MonkeyPatch) -> None:
     data, _ = planted

@@ -330,6 +330,9 @@ def check_against_image(ann: Annotation, width: int, height: int) -> Annotation:
     objects = []
     for index, obj in enumerate(ann.objects, start=1):
         x0, y0, x1, y1 = obj.box
+        if 0.0 <= x0 < x1 <= width and 0.0 <= y0 < y1 <= height:  # the usual case: nothing to clip
+            objects.append(obj)
+            continue
         if x0 < -tol or y0 < -tol or x1 > width + tol or y1 > height + tol:
             raise DataError(ann.xml_path, f"object {index}: box {_fmt_box(obj.box)} outside the "
                                           f"{width}x{height} image {ann.image_path.name}")

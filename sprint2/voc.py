@@ -215,9 +215,12 @@ def _size(xml_path: Path, top: dict[str, etree._Element]) -> tuple[int, int, int
 
 def _filename_from_bytes(xml_path: Path) -> str | None:
     """The basename in <filename>, read with a regex so discover never parses (or chokes on) the XML."""
-    try:
-        with xml_path.open("rb") as fh:
-            head = fh.read(65536)
+    try:  # os-level calls: half the cost of Path.open for a file read once, at discovery
+        fd = os.open(xml_path, os.O_RDONLY)
+        try:
+            head = os.read(fd, 65536)
+        finally:
+            os.close(fd)
     except OSError:
         return None
     match = _FILENAME_RE.search(head)
@@ -352,14 +355,6 @@ def class_names_from(annotations: Iterable[Annotation]) -> list[str]:
 
 # ------------------------------------------------------------------------------------------- discovery
 
-def _is_xml(path: Path) -> bool:
-    return path.suffix.lower() == ".xml" and not path.name.startswith(".") and path.is_file()
-
-
-def _is_image(path: Path) -> bool:
-    return path.suffix.lower() in IMAGE_SUFFIXES and not path.name.startswith(".") and path.is_file()
-
-
 def _listing(folder: Path, suffixes: Sequence[str]) -> list[Path]:
     """Files in folder with one of the suffixes (not hidden), sorted by name.
 
@@ -372,6 +367,23 @@ def _listing(folder: Path, suffixes: Sequence[str]) -> list[Path]:
                 and e.is_file()]
     hits.sort(key=lambda pair: pair[0])
     return [folder / name for name, _ in hits]
+
+
+def _holds(folder: Path) -> tuple[bool, bool]:
+    """Whether folder holds (XML files, image files), hidden ones aside; scandir, no Path per entry."""
+    has_xml = has_img = False
+    with os.scandir(folder) as it:
+        for entry in it:
+            if entry.name.startswith("."):
+                continue
+            suffix = os.path.splitext(entry.name)[1].lower()
+            if not has_xml and suffix in _XML_SUFFIXES:
+                has_xml = entry.is_file()
+            elif not has_img and suffix in IMAGE_SUFFIXES:
+                has_img = entry.is_file()
+            if has_xml and has_img:
+                break
+    return has_xml, has_img
 
 
 def _find_image(folder: Path, name: str) -> Path | None:
@@ -446,9 +458,7 @@ def _discover_folders(root: Path) -> list[Sample] | None:
     subdirs = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     ann_dirs, img_dirs, mixed = [], [], []
     for d in subdirs:
-        entries = list(d.iterdir())
-        has_xml = any(_is_xml(p) for p in entries)
-        has_img = any(_is_image(p) for p in entries)
+        has_xml, has_img = _holds(d)
         if has_xml and has_img:
             mixed.append(d)
         elif has_xml:

@@ -631,16 +631,13 @@ def _load_cache(path: Path, root: Path) -> LoadedDataset | None:
 Method = Literal["auto", "serial", "thread", "process", "dask"]
 
 #: What method="auto" means: a thread pool of one thread per core, OpenCV at one thread each.
-#: Chosen on sprint2.bench.bench_loading's numbers (raccoon and bccd at 128 px, 2-core machine).
-#: Since process workers write pixels into a scratch file instead of pickling them back, the two
-#: pools run level within the machine's run-to-run noise. Best of 5 rounds, threads vs processes
-#: in images/s, two runs each with simplejpeg decoding: bccd 1692 vs 1753 and 1706 vs 1484,
-#: raccoon 1548 vs 1471 and 1491 vs 1378 (threads 1.63x the plain loop on bccd, 1.76x on
-#: raccoon, whose XML holds about one object per image to bccd's thirteen). Threads lose some
-#: parallelism to the GIL (lxml's tree walk and the per-object Python, ~0.1-0.2 ms of a ~1 ms
-#: image); processes to a slower per-image rate when both cores are busy and to the parent's
-#: bookkeeping. Threads win the tie: they start instantly (a spawn pool takes 0.3-0.6 s, reported
-#: apart) and never re-import a script's TensorFlow.
+#: Chosen on sprint2.bench.bench_loading's numbers (raccoon and bccd at 128 px, 2-core machine,
+#: three runs each, best of 5 rounds): threads 1.65-1.70x the plain loop on bccd and 1.79-1.80x
+#: on raccoon; processes 1.71-1.77x and 1.73-1.74x. Threads lose some parallelism to the GIL
+#: (lxml's parse and tree walk, the per-object Python: bccd's XML holds thirteen objects per
+#: image to raccoon's one); processes to the parent's bookkeeping and the pool's round trips.
+#: Threads win the near-tie: they start instantly (a spawn pool takes 0.3-0.6 s, reported apart)
+#: and never re-import a script's TensorFlow.
 AUTO_METHOD = "thread"
 
 

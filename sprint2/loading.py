@@ -509,9 +509,9 @@ def _pixels_from(scratch: Path, images: np.ndarray) -> np.ndarray:
 
     A tmpfs page is ordinary memory, so mapping it (shared, and kept after the file is unlinked
     until the array is freed) hands the pixels over without the parent copying each of them, a
-    serial step of the load. A file on disk is read into ``images`` instead,
-    so no dataset is ever backed by disk. The whole file was reserved up front (_scratch_file), so
-    touching any page of the map cannot fault for lack of space.
+    serial step of the load. A file on disk is read into ``images`` instead, so no dataset is
+    ever backed by disk. The whole file was reserved up front (_scratch_file), so touching any
+    page of the map cannot fault for lack of space.
     """
     with open(scratch, "r+b") as fh:
         if scratch.parent != _SHM:

@@ -482,10 +482,11 @@ def _discover_folders(root: Path) -> list[Sample] | None:
 def discover(data_dir: Path | str, split: str | None = None) -> list[Sample]:
     """Find (image, XML) pairs, sorted by XML path, in one of three layouts.
 
-    (a) images beside their XML files; (b) canonical VOC (Annotations/, JPEGImages/, ImageSets/Main), images by id;
-    (c) separate folders such as images/ + annotations/, matched by <filename> or stem. When split is
-    given and data_dir/split is a folder, that folder is used. An XML whose image is not found still
-    yields a Sample (with the expected path) so the loader reports it instead of dropping it.
+    (a) images beside their XML files; (b) canonical VOC (Annotations/, JPEGImages/, ImageSets/Main),
+    images by id; (c) separate folders such as images/ + annotations/, matched by <filename> or stem.
+    When split is given and data_dir/split is a folder, that folder is used. An XML whose image is
+    not found still yields a Sample (with the expected path) so the loader reports it instead of
+    dropping it.
     """
     data_dir = Path(data_dir)
     if not data_dir.exists():

@@ -167,10 +167,8 @@ def _number(xml_path: Path, where: str, field: str, text: str) -> float:
 
 def _flag(xml_path: Path, where: str, field: str, text: str | None) -> bool:
     """Parse a VOC 0/1 flag; a missing element means False."""
-    if text is None or text == "0":
+    if text is None:
         return False
-    if text == "1":
-        return True
     low = text.lower()
     if low in _TRUE:
         return True
@@ -362,25 +360,25 @@ def _listing(folder: Path, suffixes: Sequence[str]) -> list[Path]:
     per file (symlinks are still followed); sorting names instead of Paths is several times cheaper.
     """
     with os.scandir(folder) as it:
-        hits = [(e.name, e) for e in it
-                if not e.name.startswith(".") and os.path.splitext(e.name)[1].lower() in suffixes
-                and e.is_file()]
-    hits.sort(key=lambda pair: pair[0])
-    return [folder / name for name, _ in hits]
+        names = sorted(e.name for e in it if _counts(e, suffixes))
+    return [folder / name for name in names]
+
+
+def _counts(entry: os.DirEntry, suffixes: Sequence[str]) -> bool:
+    """Whether a listed entry is a file with one of the suffixes (case-insensitive) and not hidden."""
+    return (not entry.name.startswith(".") and os.path.splitext(entry.name)[1].lower() in suffixes
+            and entry.is_file())
 
 
 def _holds(folder: Path) -> tuple[bool, bool]:
-    """Whether folder holds (XML files, image files), hidden ones aside; scandir, no Path per entry."""
+    """Whether folder holds (XML files, image files) as _listing counts them, without a Path per entry."""
     has_xml = has_img = False
     with os.scandir(folder) as it:
         for entry in it:
-            if entry.name.startswith("."):
-                continue
-            suffix = os.path.splitext(entry.name)[1].lower()
-            if not has_xml and suffix in _XML_SUFFIXES:
-                has_xml = entry.is_file()
-            elif not has_img and suffix in IMAGE_SUFFIXES:
-                has_img = entry.is_file()
+            if not has_xml and _counts(entry, _XML_SUFFIXES):
+                has_xml = True
+            elif not has_img and _counts(entry, IMAGE_SUFFIXES):
+                has_img = True
             if has_xml and has_img:
                 break
     return has_xml, has_img

@@ -79,13 +79,6 @@ def _jpeg_scan(data: bytes) -> tuple[str | None, tuple[int, int] | None]:
             pos = match.start()
 
 
-def jpeg_size(data: bytes) -> tuple[int, int] | None:
-    """(width, height) from a JPEG's frame header, without decoding; None when not a JPEG or not found."""
-    if data[:3] != b"\xff\xd8\xff":
-        return None
-    return _jpeg_scan(data)[1]
-
-
 def _png_problem(data: bytes) -> str | None:
     """Why a PNG is incomplete (None when its chunks run through IEND)."""
     pos, n = len(_PNG_SIGNATURE), len(data)

@@ -402,7 +402,8 @@ class _PixelSink:
 
     spec.out is the parent's array itself (threads and the plain loop write their rows in place), the
     path of a shared scratch file (process-pool workers write their rows at their offsets; the parent
-    reads the file once at the end), or None (Dask or any other executor: pixels go back in the result).
+    then takes the file over, see _pixels_from), or None (Dask or any other executor: pixels go back
+    in the result).
     """
 
     def __init__(self, spec: _Spec) -> None:
@@ -479,7 +480,8 @@ def _scratch_file(nbytes: int) -> Iterator[Path]:
     """A scratch file of nbytes for process workers to write pixels into, removed afterwards.
 
     In /dev/shm (memory) when it has room, else the temp folder. The space is reserved up front
-    (posix_fallocate) so a full tmpfs fails here, with ENOSPC, not later as a SIGBUS in a worker.
+    (posix_fallocate) so a full tmpfs fails here, with ENOSPC, not later as a failed write in a
+    worker or a SIGBUS when the parent maps the file.
     """
     import tempfile
 

@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.sprint2-installed
 KERNEL := sprint2
 ARGS   ?=
 
-.PHONY: install report report-quick test clean
+.PHONY: install report report-quick lint format test clean
 
 install: $(STAMP)
 
@@ -24,7 +24,16 @@ report: $(STAMP)
 report-quick: $(STAMP)
 	$(BIN)/sprint2 report --quick --out reports $(ARGS)
 
-test: $(STAMP)
+# Style is checked by ruff (settings in pyproject.toml); `make format` applies it.
+lint: $(STAMP)
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)
+	$(BIN)/ruff check --fix .
+	$(BIN)/ruff format .
+
+test: lint
 	$(BIN)/python -m pytest $(ARGS)
 
 clean:

@@ -285,35 +285,6 @@ class _PeakRss:
         self.peak_mb = max(self.peak_mb, self._proc.memory_info().rss / 2**20)
 
 
-def model_flops(model: Any) -> dict[str, Any]:
-    """Forward FLOPs per image (2 x multiply-adds) of the Conv and Dense layers, counted from their shapes.
-
-    MACs = prod(kernel shape) x prod(output spatial dims) (input spatial dims for transposed convs);
-    batch norm, pooling, activations and the losses are left out (a few % of a conv net's work).
-    """
-    import keras
-
-    L = keras.layers
-    transposes = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
-    counted = (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D, L.DepthwiseConv1D, L.DepthwiseConv2D, *transposes)
-    per_layer: dict[str, int] = {}
-    for layer in model._flatten_layers(include_self=False):
-        if not isinstance(layer, counted):
-            continue
-        kernel = int(np.prod(layer.kernel.shape))
-        transposed = isinstance(layer, transposes)
-        spatial = (layer.input.shape if transposed else layer.output.shape)[1:-1]
-        per_layer[layer.name] = 2 * kernel * int(np.prod(spatial, dtype=np.int64))
-    return {"forward_flops": int(sum(per_layer.values())), "layers": per_layer}
-
-
-def gradient_bytes(model: Any) -> int:
-    """Bytes all-reduced per step: every trainable variable's size x its dtype's width (4 for float32)."""
-    import tensorflow as tf
-
-    return int(sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in model.trainable_variables))
-
-
 def matmul_gflops(n: int = MATMUL_N, repeats: int = 10) -> float:
     """This CPU's float32 ceiling: GFLOP/s of an n x n tf.linalg.matmul (2 n^3 FLOPs), best of `repeats` after warm-up."""
     import tensorflow as tf
@@ -429,12 +400,12 @@ def bench_training(data_dir: Path | str, *, replicas: Any = (1, 2, 4), epochs: i
     import tensorflow as tf
 
     from sprint2.loading import load_splits
-    from sprint2.model import build_model
-    from sprint2.training import TrainConfig, make_targets, subset, train
+    from sprint2.model import build_model, gradient_bytes, model_flops
+    from sprint2.training import TrainConfig, make_targets, train
 
     train_ds, _ = load_splits(Path(data_dir), size=size, seed=seed, errors="skip", method="thread")
     if max_images is not None and max_images < len(train_ds.boxes):
-        train_ds = subset(train_ds, np.arange(max_images))
+        train_ds = train_ds.subset(np.arange(max_images))
     augment_data = model == "improved"  # as run_training does
     config = TrainConfig(model=model, epochs=epochs, batch_size=batch, seed=seed, augment=augment_data,
                          patience=epochs + 1, out_dir=None, resume=False)  # type: ignore[arg-type]

@@ -13,6 +13,8 @@ import sys
 from pathlib import Path
 from typing import Any, Sequence
 
+from sprint2.errors import DataError, StrategyError
+
 log = logging.getLogger("sprint2")
 
 
@@ -87,8 +89,6 @@ def main(argv: Sequence[str] | None = None) -> int:
         format="%(levelname)s %(name)s: %(message)s",
     )
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-    from sprint2.voc import DataError
-
     try:
         return _COMMANDS[args.command](args)
     except DataError as exc:
@@ -97,13 +97,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (FileNotFoundError, NotADirectoryError, ValueError) as exc:
         print(f"sprint2: error: {exc}", file=sys.stderr)
         return 2
-    except RuntimeError as exc:
-        # Strategy problems (a lost worker, logical CPUs asked for too late) are for the user to act
-        # on, not tracebacks. Their class lives in sprint2.distribute, which is only loaded (with
-        # TensorFlow) by commands that train, so look it up rather than import it here.
-        distribute = sys.modules.get("sprint2.distribute")
-        if distribute is None or not isinstance(exc, distribute.StrategyError):
-            raise
+    except StrategyError as exc:  # a lost worker, logical CPUs asked for too late: the user acts on it
         print(f"sprint2: error: {exc}", file=sys.stderr)
         return 1
 

@@ -17,6 +17,8 @@ from typing import Literal
 
 import tensorflow as tf
 
+from sprint2.errors import StrategyError, WorkerLostError
+
 logger = logging.getLogger(__name__)
 
 StrategyKind = Literal["auto", "cpu", "gpu", "multiworker"]
@@ -33,14 +35,6 @@ PEER_ERRORS = (
     tf.errors.AbortedError,
     tf.errors.InternalError,
 )
-
-
-class StrategyError(RuntimeError):
-    """A strategy that cannot be built as asked, with the reason and what to do about it."""
-
-
-class WorkerLostError(StrategyError):
-    """A multi-worker run lost a peer mid-training; the message says who, when, and how to resume."""
 
 
 @dataclass

@@ -20,7 +20,7 @@ import cv2
 import numpy as np
 import simplejpeg
 
-from sprint2.voc import DataError
+from sprint2.errors import DataError
 
 logger = logging.getLogger(__name__)
 

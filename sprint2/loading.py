@@ -25,7 +25,7 @@ import sys
 import threading
 import types
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable, Iterator, Literal, Sequence, TypeVar
 
@@ -33,6 +33,7 @@ import cv2
 import numpy as np
 from tqdm.auto import tqdm
 
+from sprint2.dataset import Failure, LoadedDataset
 from sprint2.images import decode_image, decode_resized, target_size, transform_boxes
 from sprint2.voc import DataError, Sample, check_against_image, discover, parse_annotation
 
@@ -529,31 +530,6 @@ def _pixels_from(scratch: Path, images: np.ndarray) -> np.ndarray:
 
 #: Bump when the cached arrays' meaning changes, so old cache files are never read.
 CACHE_VERSION = 2  # 2: JPEGs decoded at reduced scale when that still covers the target
-
-
-@dataclass
-class Failure:
-    """A file that could not be loaded, and why (the reason, without the path)."""
-
-    path: str
-    error: str
-
-
-@dataclass
-class LoadedDataset:
-    """A dataset in memory: resized RGB images plus every box and label of each image."""
-
-    images: np.ndarray
-    boxes: list[np.ndarray]
-    labels: list[np.ndarray]
-    class_names: list[str]
-    paths: list[Path]
-    failures: list[Failure] = field(default_factory=list)
-    found: int = 0
-    size: tuple[int, int] = (0, 0)
-
-    def __len__(self) -> int:
-        return len(self.paths)
 
 
 def _file_stamp(path: Path, root: Path) -> list[Any]:

@@ -10,9 +10,10 @@ they belong to.
 from __future__ import annotations
 
 import logging
-from typing import Literal
+from typing import Any, Literal
 
 import keras
+import numpy as np
 import tensorflow as tf
 from keras import layers
 
@@ -169,3 +170,28 @@ def build_model(kind: ModelKind, num_classes: int, image_size: int) -> keras.Mod
     model = builder(int(num_classes), int(image_size))
     logger.debug("built %s model: %d parameters", kind, model.count_params())
     return model
+
+
+def model_flops(model: Any) -> dict[str, Any]:
+    """Forward FLOPs per image (2 x multiply-adds) of the Conv and Dense layers, counted from their shapes.
+
+    MACs = prod(kernel shape) x prod(output spatial dims) (input spatial dims for transposed convs);
+    batch norm, pooling, activations and the losses are left out (a few % of a conv net's work).
+    """
+    L = keras.layers
+    transposes = (L.Conv1DTranspose, L.Conv2DTranspose, L.Conv3DTranspose)
+    counted = (L.Dense, L.Conv1D, L.Conv2D, L.Conv3D, L.DepthwiseConv1D, L.DepthwiseConv2D, *transposes)
+    per_layer: dict[str, int] = {}
+    for layer in model._flatten_layers(include_self=False):
+        if not isinstance(layer, counted):
+            continue
+        kernel = int(np.prod(layer.kernel.shape))
+        transposed = isinstance(layer, transposes)
+        spatial = (layer.input.shape if transposed else layer.output.shape)[1:-1]
+        per_layer[layer.name] = 2 * kernel * int(np.prod(spatial, dtype=np.int64))
+    return {"forward_flops": int(sum(per_layer.values())), "layers": per_layer}
+
+
+def gradient_bytes(model: Any) -> int:
+    """Bytes all-reduced per step: every trainable variable's size x its dtype's width (4 for float32)."""
+    return int(sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in model.trainable_variables))

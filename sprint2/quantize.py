@@ -11,7 +11,6 @@ tensorflow-model-optimization and its failure is reported verbatim.
 
 from __future__ import annotations
 
-import dataclasses
 import importlib
 import importlib.metadata
 import logging
@@ -394,7 +393,7 @@ def quantize_report(
     for failure in train_ds.failures + test_ds.failures:
         logger.warning("skipped %s: %s", failure.path, failure.error)
     if max_images is not None:
-        test_ds = _head(test_ds, max_images)
+        test_ds = test_ds.head(max_images)
     if len(test_ds.images) == 0:
         raise ValueError(f"{data_dir}: no test images to measure on")
 
@@ -428,23 +427,6 @@ def quantize_report(
     if qat:
         result["qat"] = try_quantization_aware_training(model).as_dict()
     return result
-
-
-def _head(ds: Any, n: int) -> Any:
-    """The first n images of a LoadedDataset: every per-image field (array or list) cut to match."""
-    total = len(ds.images)
-    cut = {}
-    for f in dataclasses.fields(ds):
-        value = getattr(ds, f.name)
-        if f.name not in _NOT_PER_IMAGE and isinstance(value, (list, np.ndarray)) and len(value) == total:
-            cut[f.name] = value[:n]
-    kept = dataclasses.replace(ds, **cut)
-    if hasattr(kept, "found"):  # keep found == len(paths) + len(failures)
-        kept = dataclasses.replace(kept, found=len(kept.images) + len(kept.failures))
-    return kept
-
-
-_NOT_PER_IMAGE = frozenset({"class_names", "failures"})
 
 
 # --------------------------------------------------------------------------------------------

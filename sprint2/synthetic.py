@@ -18,7 +18,7 @@ import cv2
 import numpy as np
 from lxml import etree
 
-from sprint2.voc import DataError
+from sprint2.errors import DataError
 
 logger = logging.getLogger(__name__)
 

@@ -618,19 +618,6 @@ def train(train_ds: Any, val_ds: Any | None, config: TrainConfig,
     )
 
 
-def subset(ds: Any, idx: np.ndarray) -> Any:
-    """The rows idx of a LoadedDataset (a dataclass copy; failures and found are kept as they were)."""
-    idx = np.asarray(idx, np.int64)
-    changes = {
-        "images": np.asarray(ds.images)[idx],
-        "boxes": [ds.boxes[i] for i in idx],
-        "labels": [ds.labels[i] for i in idx],
-    }
-    if hasattr(ds, "paths"):
-        changes["paths"] = [ds.paths[i] for i in idx]
-    return dataclasses.replace(ds, **changes)
-
-
 def run_training(
     data_dir: str | Path,
     *,
@@ -671,8 +658,8 @@ def run_training(
     rng = np.random.default_rng(seed)
     order = rng.permutation(len(train_all.boxes))
     n_val = int(round(len(order) * val_fraction)) if len(order) >= 20 else 0
-    val_ds = subset(train_all, np.sort(order[:n_val])) if n_val else None
-    train_ds = subset(train_all, np.sort(order[n_val:])) if n_val else train_all
+    val_ds = train_all.subset(np.sort(order[:n_val])) if n_val else None
+    train_ds = train_all.subset(np.sort(order[n_val:])) if n_val else train_all
     config = TrainConfig(
         model=model, epochs=epochs, batch_size=batch, learning_rate=learning_rate, seed=seed,
         augment=(model == "improved") if augment_data is None else augment_data, out_dir=Path(out_dir),

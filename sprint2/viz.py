@@ -17,7 +17,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from sprint2.report import Column, Table, table  # noqa: F401 (notebooks import tables from viz)
+from sprint2.table import Column, Table, table  # noqa: F401 (notebooks import tables from viz)
 
 logger = logging.getLogger(__name__)
 

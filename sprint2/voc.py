@@ -19,6 +19,8 @@ from typing import NamedTuple
 
 from lxml import etree
 
+from sprint2.errors import DataError
+
 logger = logging.getLogger(__name__)
 
 IMAGE_SUFFIXES: tuple[str, ...] = (".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff", ".webp")
@@ -33,18 +35,6 @@ _PARSERS = threading.local()
 _XML_SUFFIXES = (".xml",)
 _TRUE = {"1", "true", "yes", "y"}
 _FALSE = {"0", "false", "no", "n", ""}
-
-
-class DataError(ValueError):
-    """A bad input file: `str(e) == f"{path}: {reason}"`; picklable so it crosses process pools."""
-
-    def __init__(self, path: Path | str, reason: str) -> None:
-        self.path = Path(path)
-        self.reason = reason
-        super().__init__(f"{self.path}: {reason}")
-
-    def __reduce__(self):  # keep (path, reason) through pickling; the default would pass only the message
-        return (type(self), (self.path, self.reason))
 
 
 class VocObject(NamedTuple):

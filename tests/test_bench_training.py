@@ -11,7 +11,8 @@ from pathlib import Path
 import keras
 import pytest
 
-from sprint2.bench import gradient_bytes, model_flops, project_multi_gpu
+from sprint2.bench import project_multi_gpu
+from sprint2.model import gradient_bytes, model_flops
 from sprint2.synthetic import generate
 
 ROOT = Path(__file__).resolve().parents[1]

@@ -120,22 +120,25 @@ def _inspect(args: argparse.Namespace) -> int:
         print(json.dumps(summary, indent=2))
     else:
         print(f"{args.data_dir}: {summary['images']} images, {summary['objects']} objects, "
-              f"{len(summary['classes'])} classes, {len(summary['failed'])} failed")
+              f"{len(summary['classes'])} classes, {len(summary['failed'])} failed, "
+              f"{len(summary['dropped_boxes'])} boxes dropped")
         _table([{"class": k, "objects": v} for k, v in summary["classes"].items()])
         for failure in summary["failed"]:
             print(f"FAILED {failure['path']}: {failure['error']}")
+        for box in summary["dropped_boxes"]:  # the image loaded without this box
+            print(f"DROPPED {box['path']}: object {box['index']}: {box['reason']}")
     return 1 if summary["failed"] else 0
 
 
 def _bench(args: argparse.Namespace) -> int:
     _need_dir(args.data_dir)
     if args.bench == "loading":
-        from sprint2.bench import bench_loading
+        from sprint2.bench_loading import bench_loading
 
         result = bench_loading(args.data_dir, size=args.size, repeats=args.repeats)
         rows = [{"method": k, "images_per_s": v["images_per_s"]} for k, v in result["methods"].items()]
     else:
-        from sprint2.bench import bench_training
+        from sprint2.bench_training import bench_training
 
         replicas = [int(n) for n in args.replicas.split(",") if n.strip()]
         result = bench_training(args.data_dir, replicas=replicas, epochs=args.epochs)
@@ -189,7 +192,8 @@ def _quantize(args: argparse.Namespace) -> int:
 
 
 def _report(args: argparse.Namespace) -> int:
-    from sprint2.report import ReportError, run_report
+    from sprint2.errors import ReportError
+    from sprint2.report import run_report
 
     try:
         runs = run_report(args.out, data_dir=args.data, quick=args.quick)
@@ -202,8 +206,8 @@ def _report(args: argparse.Namespace) -> int:
 
 
 def _table(rows: list[dict[str, Any]]) -> None:
-    """Print dicts as an aligned plain-text table (sprint2.report.Table, light to import)."""
-    from sprint2.report import Table
+    """Print dicts as an aligned plain-text table (sprint2.table.Table, light to import)."""
+    from sprint2.table import Table
 
     if rows:
         print(Table(rows))

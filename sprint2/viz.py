@@ -1,4 +1,4 @@
-"""Drawing boxes and plotting figures for the notebooks: OpenCV draws the pixels, matplotlib makes the figures.
+"""Boxes and figures for the notebooks: OpenCV draws the pixels, matplotlib makes the figures.
 
 Every picture in the report comes from here so notebooks only call functions. Figures are made with
 pyplot and closed at once: Jupyter still shows a returned figure (once), and nothing piles up in memory.
@@ -10,6 +10,7 @@ import colorsys
 import logging
 import math
 from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
 
 import cv2
 import matplotlib.pyplot as plt
@@ -17,7 +18,7 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from sprint2.table import Column, Table, table  # noqa: F401 (notebooks import tables from viz)
+from sprint2.table import table  # noqa: F401 (notebooks take their tables from viz)
 
 logger = logging.getLogger(__name__)
 
@@ -31,7 +32,7 @@ _GOOD, _BAD = "#1a7f37", "#c62828"  # title colours for right / wrong prediction
 
 # ----------------------------------------------------------------------------------------------- colours
 def class_colors(class_names: Iterable[str]) -> dict[str, RGB]:
-    """A stable, distinct RGB colour per class, fixed by its index in the sorted names (input order is irrelevant).
+    """A stable, distinct RGB colour per class, fixed by its index in the sorted names (not the input order).
 
     The first 10 are tab10, the next 10 tab20's light tints; beyond 20 the palette repeats, alternately
     darkened and lightened further each round, so colours stay distinct for any realistic class count.
@@ -52,7 +53,7 @@ def class_colors(class_names: Iterable[str]) -> dict[str, RGB]:
 
 
 def text_color_for(color: RGB) -> RGB:
-    """Black or white, whichever contrasts more with `color` (WCAG relative luminance), so labels stay readable."""
+    """Black or white, whichever contrasts more with `color` (WCAG relative luminance): readable labels."""
     channels = np.asarray(color, dtype=np.float64) / 255.0
     linear = np.where(channels <= 0.04045, channels / 12.92, ((channels + 0.055) / 1.055) ** 2.4)
     luminance = float(linear @ np.array([0.2126, 0.7152, 0.0722]))
@@ -62,7 +63,7 @@ def text_color_for(color: RGB) -> RGB:
 
 # ----------------------------------------------------------------------------------------------- pixels
 def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    """A fresh contiguous uint8 (H, W, 3) copy of `image` (gray, single-channel or float in [0, 1] accepted)."""
+    """A fresh contiguous uint8 (H, W, 3) copy of `image` (gray, one channel or floats in [0, 1] accepted)."""
     img = np.asarray(image)
     if img.ndim == 3 and img.shape[2] == 1:
         img = img[:, :, 0]
@@ -89,11 +90,6 @@ def _as_boxes(boxes: np.ndarray | Sequence[float] | Sequence[Sequence[float]]) -
     return arr
 
 
-def _round_half_up(values: np.ndarray) -> np.ndarray:
-    """Round to the nearest pixel with halves going up (np.rint would send 2.5 to 2 but 3.5 to 4)."""
-    return np.floor(np.asarray(values, dtype=np.float64) + 0.5).astype(np.int64)
-
-
 def _style(shape: tuple[int, ...]) -> tuple[int, float, int]:
     """Line thickness, font scale and text thickness for an image, so a box looks alike at any resolution."""
     side = max(shape[0], shape[1])
@@ -111,7 +107,9 @@ def _name_of(label: Label, class_names: Sequence[str] | None) -> str:
     return str(label)
 
 
-def _dashed_rectangle(img: np.ndarray, p1: tuple[int, int], p2: tuple[int, int], color: RGB, thickness: int) -> None:
+def _dashed_rectangle(
+    img: np.ndarray, p1: tuple[int, int], p2: tuple[int, int], color: RGB, thickness: int
+) -> None:
     """Draw a dashed rectangle in place; dashes scale with the line thickness and always cover the corners."""
     dash = max(4, 4 * thickness)
     (x1, y1), (x2, y2) = p1, p2
@@ -144,23 +142,31 @@ def _draw_label(img: np.ndarray, text: str, box: Sequence[int], color: RGB, wher
     top = min(max(top, 0), max(height - lh, 0))
     left = min(max(x1, 0), max(width - lw, 0))
     cv2.rectangle(img, (left, top), (left + lw - 1, top + lh - 1), color, cv2.FILLED)
-    cv2.putText(img, text, (left + pad, top + pad + th), _FONT, scale, text_color_for(color), text_thickness,
-                cv2.LINE_AA)
+    origin = (left + pad, top + pad + th)
+    cv2.putText(img, text, origin, _FONT, scale, text_color_for(color), text_thickness, cv2.LINE_AA)
 
 
 def _pixel_box(box: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """Float box -> integer corners rounded to the nearest pixel and clipped to the image."""
-    corners = _round_half_up(box)
+    """Float box -> integer corners clipped to the image; halves round up (np.rint: 2.5 -> 2, 3.5 -> 4)."""
+    corners = np.floor(np.asarray(box, dtype=np.float64) + 0.5).astype(np.int64)
     corners[[0, 2]] = np.clip(corners[[0, 2]], 0, shape[1] - 1)
     corners[[1, 3]] = np.clip(corners[[1, 3]], 0, shape[0] - 1)
     x1, y1, x2, y2 = (int(v) for v in corners)
     return x1, y1, x2, y2
 
 
-def draw_boxes(image_rgb: np.ndarray, boxes: np.ndarray, labels: Sequence[Label] | None = None, *,
-               colors: Mapping[str, RGB] | RGB | None = None, scores: Sequence[float] | None = None,
-               thickness: int | None = None, dashed: bool = False, class_names: Sequence[str] | None = None,
-               label_position: str = "top") -> np.ndarray:
+def draw_boxes(
+    image_rgb: np.ndarray,
+    boxes: np.ndarray,
+    labels: Sequence[Label] | None = None,
+    *,
+    colors: Mapping[str, RGB] | RGB | None = None,
+    scores: Sequence[float] | None = None,
+    thickness: int | None = None,
+    dashed: bool = False,
+    class_names: Sequence[str] | None = None,
+    label_position: str = "top",
+) -> np.ndarray:
     """Return a new uint8 RGB image with the boxes (xmin, ymin, xmax, ymax in pixels) and readable labels.
 
     `labels` are names or indices into `class_names`; `colors` is a class->RGB mapping or one RGB for
@@ -193,16 +199,26 @@ def draw_boxes(image_rgb: np.ndarray, boxes: np.ndarray, labels: Sequence[Label]
         else:
             cv2.rectangle(img, (x1, y1), (x2, y2), color_of(i), line, cv2.LINE_8)
     for i, box in enumerate(corners):
-        parts = ([names[i]] if names is not None else []) + ([f"{scores[i]:.2f}"] if scores is not None else [])
+        parts = [names[i]] if names is not None else []
+        if scores is not None:
+            parts.append(f"{scores[i]:.2f}")
         if parts:
             _draw_label(img, " ".join(parts), box, color_of(i), where=label_position)
     return img
 
 
-def draw_gt_vs_pred(image: np.ndarray, gt_box: np.ndarray, gt_label: Label, pred_box: np.ndarray,
-                    pred_label: Label, iou: float, *, pred_score: float | None = None,
-                    class_names: Sequence[str]) -> np.ndarray:
-    """One image with the ground truth (solid, label on top) and the prediction (dashed, label below) plus the IoU.
+def draw_gt_vs_pred(
+    image: np.ndarray,
+    gt_box: np.ndarray,
+    gt_label: Label,
+    pred_box: np.ndarray,
+    pred_label: Label,
+    iou: float,
+    *,
+    pred_score: float | None = None,
+    class_names: Sequence[str],
+) -> np.ndarray:
+    """One image with the ground truth (solid, label above), the prediction (dashed, label below), the IoU.
 
     Each box takes its class colour, so a wrong class shows at a glance. The IoU goes in a dark strip
     added under the image (output is taller than the input), so it never hides a box or a label.
@@ -228,23 +244,22 @@ def _add_footer(img: np.ndarray, text: str) -> np.ndarray:
     return np.concatenate([img, strip], axis=0)
 
 
-def _for_display(image: np.ndarray, boxes: np.ndarray, min_side: int = 384) -> tuple[np.ndarray, np.ndarray]:
-    """Upscale a small image by a whole factor (nearest neighbour, pixels kept visible) and its boxes with it.
+def _for_display(image: np.ndarray, *box_sets: np.ndarray, min_side: int = 384) -> tuple[np.ndarray, ...]:
+    """A small image upscaled by a whole factor (nearest neighbour: pixels stay visible), each box set too.
 
     Text drawn on a 128 px image is a blur of blocks once matplotlib enlarges it; drawing after the
     upscale keeps labels sharp while the image content stays the small one.
     """
     side = max(image.shape[0], image.shape[1])
     factor = math.ceil(min_side / side) if side < min_side else 1
-    if factor == 1:
-        return image, _as_boxes(boxes)
-    big = cv2.resize(_as_rgb_uint8(image), None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST)
-    return big, _as_boxes(boxes) * factor
+    if factor > 1:
+        image = cv2.resize(_as_rgb_uint8(image), None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST)
+    return image, *(_as_boxes(boxes) * factor for boxes in box_sets)
 
 
 # ----------------------------------------------------------------------------------------------- figures
 def _new_figure(figsize: tuple[float, float]) -> Figure:
-    """A pyplot figure, closed at once: Jupyter renders it once when returned, and it is freed with its last reference.
+    """A pyplot figure, closed at once: Jupyter renders it once when returned, and it is freed when dropped.
 
     (A bare matplotlib.figure.Figure shows only as text in a notebook that never imported pyplot.)
     """
@@ -253,9 +268,15 @@ def _new_figure(figsize: tuple[float, float]) -> Figure:
     return fig
 
 
-def _image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None, *, ncols: int,
-                figsize: tuple[float, float] | None, title_colors: Sequence[str] | None = None,
-                suptitle: str | None = None) -> Figure:
+def _image_grid(
+    images: Sequence[np.ndarray],
+    titles: Sequence[str] | None,
+    *,
+    ncols: int,
+    figsize: tuple[float, float] | None,
+    title_colors: Sequence[str] | None = None,
+    suptitle: str | None = None,
+) -> Figure:
     """Lay out ready-drawn images in a grid without ticks; one axes per image (unused cells are removed)."""
     n = len(images)
     if n == 0:
@@ -280,29 +301,52 @@ def _image_grid(images: Sequence[np.ndarray], titles: Sequence[str] | None, *, n
     return fig
 
 
-def show_grid(images: Sequence[np.ndarray] | np.ndarray, boxes_per_image: Sequence[np.ndarray],
-              labels_per_image: Sequence[Sequence[Label]], *, class_names: Sequence[str], ncols: int = 4,
-              titles: Sequence[str] | None = None, figsize: tuple[float, float] | None = None) -> Figure:
-    """A grid of images with their boxes and class labels (names or indices into `class_names`), colours shared.
+def show_grid(
+    images: Sequence[np.ndarray] | np.ndarray,
+    boxes_per_image: Sequence[np.ndarray],
+    labels_per_image: Sequence[Sequence[Label]],
+    *,
+    class_names: Sequence[str],
+    ncols: int = 4,
+    titles: Sequence[str] | None = None,
+    figsize: tuple[float, float] | None = None,
+) -> Figure:
+    """A grid of images with their boxes and class labels (names or indices into `class_names`), one palette.
 
     Images smaller than 384 px are enlarged by a whole factor before drawing so the labels stay sharp.
     """
     if not len(images) == len(boxes_per_image) == len(labels_per_image):
-        raise ValueError(f"{len(images)} images, {len(boxes_per_image)} box sets, {len(labels_per_image)} label sets")
+        raise ValueError(
+            f"{len(images)} images, {len(boxes_per_image)} box sets, {len(labels_per_image)} label sets"
+        )
     colors = class_colors(class_names)
-    drawn = [draw_boxes(*_for_display(img, boxes), list(labels), colors=colors, class_names=class_names)
-             for img, boxes, labels in zip(images, boxes_per_image, labels_per_image)]
+    drawn = [
+        draw_boxes(*_for_display(img, boxes), list(labels), colors=colors, class_names=class_names)
+        for img, boxes, labels in zip(images, boxes_per_image, labels_per_image)
+    ]
     return _image_grid(drawn, titles, ncols=ncols, figsize=figsize)
 
 
-def plot_before_after_resize(original_image: np.ndarray, original_boxes: np.ndarray, resized_image: np.ndarray,
-                             resized_boxes: np.ndarray, labels: Sequence[Label],
-                             class_names: Sequence[str]) -> Figure:
+def plot_before_after_resize(
+    original_image: np.ndarray,
+    original_boxes: np.ndarray,
+    resized_image: np.ndarray,
+    resized_boxes: np.ndarray,
+    labels: Sequence[Label],
+    class_names: Sequence[str],
+) -> Figure:
     """The same sample before and after resizing, side by side with their shapes: the boxes must still fit."""
     titles = [f"original {w}x{h} px" for h, w in [original_image.shape[:2]]]
     titles += [f"resized {w}x{h} px" for h, w in [resized_image.shape[:2]]]
-    return show_grid([original_image, resized_image], [original_boxes, resized_boxes], [labels, labels],
-                     class_names=class_names, ncols=2, titles=titles, figsize=(9, 4.2))
+    return show_grid(
+        [original_image, resized_image],
+        [original_boxes, resized_boxes],
+        [labels, labels],
+        class_names=class_names,
+        ncols=2,
+        titles=titles,
+        figsize=(9, 4.2),
+    )
 
 
 def plot_class_histogram(counts: Mapping[str, int], *, title: str = "objects per class") -> Figure:
@@ -319,10 +363,13 @@ def plot_class_histogram(counts: Mapping[str, int], *, title: str = "objects per
     return fig
 
 
-def _flatten_boxes(boxes: Sequence[np.ndarray] | np.ndarray, labels: Sequence | np.ndarray,
-                   class_names: Sequence[str], image_sizes: Sequence[tuple[int, int]] | tuple[int, int] | None
-                   ) -> tuple[np.ndarray, list[str], np.ndarray | None]:
-    """All boxes as one (n, 4) array with their class names and, when sizes are given, each box's image (h, w)."""
+def _flatten_boxes(
+    boxes: Sequence[np.ndarray] | np.ndarray,
+    labels: Sequence | np.ndarray,
+    class_names: Sequence[str],
+    image_sizes: Sequence[tuple[int, int]] | tuple[int, int] | None,
+) -> tuple[np.ndarray, list[str], np.ndarray | None]:
+    """All boxes as one (n, 4) array, their class names and, when sizes are given, each box's image (h, w)."""
     if isinstance(boxes, np.ndarray) and boxes.ndim == 2:
         boxes, labels = [boxes], [labels]
         if image_sizes is not None and np.ndim(image_sizes) == 1:
@@ -334,16 +381,20 @@ def _flatten_boxes(boxes: Sequence[np.ndarray] | np.ndarray, labels: Sequence | 
         raise ValueError("boxes and labels differ in length")
     flat = np.concatenate(per_image) if per_image else np.zeros((0, 4))
     names = [_name_of(label, class_names) for lab in labels for label in lab]
-    sizes = None
-    if image_sizes is not None:
-        sizes = np.concatenate([np.tile(np.asarray(hw, dtype=np.float64)[:2], (len(b), 1))
-                                for hw, b in zip(image_sizes, per_image)]) if per_image else np.zeros((0, 2))
-    return flat, names, sizes
+    if image_sizes is None:
+        return flat, names, None
+    per_box = [
+        np.tile(np.asarray(hw, dtype=np.float64)[:2], (len(b), 1)) for hw, b in zip(image_sizes, per_image)
+    ]
+    return flat, names, np.concatenate(per_box) if per_box else np.zeros((0, 2))
 
 
-def plot_box_size_distribution(boxes: Sequence[np.ndarray] | np.ndarray, labels: Sequence | np.ndarray,
-                               class_names: Sequence[str],
-                               image_sizes: Sequence[tuple[int, int]] | tuple[int, int] | None = None) -> Figure:
+def plot_box_size_distribution(
+    boxes: Sequence[np.ndarray] | np.ndarray,
+    labels: Sequence | np.ndarray,
+    class_names: Sequence[str],
+    image_sizes: Sequence[tuple[int, int]] | tuple[int, int] | None = None,
+) -> Figure:
     """Box width vs height, size (sqrt of area) and aspect ratio per class, in three axes.
 
     Sizes are fractions of the image when `image_sizes` gives (h, w) per image (or one (h, w) for all).
@@ -367,8 +418,8 @@ def plot_box_size_distribution(boxes: Sequence[np.ndarray] | np.ndarray, labels:
         ax_wh.scatter(w[per_class[c]], h[per_class[c]], s=8, alpha=0.6, color=color, label=c)
     ax_wh.set(xlabel=f"width ({unit})", ylabel=f"height ({unit})", title="box width vs height")
     if present:
-        ax_size.hist([np.sqrt(w[m] * h[m]) for m in per_class.values()], bins=30, stacked=True, color=rgb,
-                     label=present)
+        sqrt_area = [np.sqrt(w[m] * h[m]) for m in per_class.values()]
+        ax_size.hist(sqrt_area, bins=30, stacked=True, color=rgb, label=present)
         ax_ar.hist([np.log2(w[m] / h[m]) for m in per_class.values()], bins=30, stacked=True, color=rgb)
         ax_wh.legend(fontsize=8, markerscale=2)
     ax_size.set(xlabel=f"sqrt(area) ({unit})", ylabel="boxes", title="box size")
@@ -376,11 +427,18 @@ def plot_box_size_distribution(boxes: Sequence[np.ndarray] | np.ndarray, labels:
     return fig
 
 
-def plot_gt_vs_pred_grid(images: Sequence[np.ndarray] | np.ndarray, gt_boxes: Sequence[np.ndarray] | np.ndarray,
-                         gt_labels: Sequence[Label], pred_boxes: Sequence[np.ndarray] | np.ndarray,
-                         pred_labels: Sequence[Label], ious: Sequence[float], class_names: Sequence[str],
-                         ncols: int = 4, pred_scores: Sequence[float] | None = None,
-                         title: str | None = None) -> Figure:
+def plot_gt_vs_pred_grid(
+    images: Sequence[np.ndarray] | np.ndarray,
+    gt_boxes: Sequence[np.ndarray] | np.ndarray,
+    gt_labels: Sequence[Label],
+    pred_boxes: Sequence[np.ndarray] | np.ndarray,
+    pred_labels: Sequence[Label],
+    ious: Sequence[float],
+    class_names: Sequence[str],
+    ncols: int = 4,
+    pred_scores: Sequence[float] | None = None,
+    title: str | None = None,
+) -> Figure:
     """Ground truth vs prediction for several images (e.g. best and worst cases).
 
     A title is green when the class is right and IoU >= 0.5, else red.
@@ -391,27 +449,37 @@ def plot_gt_vs_pred_grid(images: Sequence[np.ndarray] | np.ndarray, gt_boxes: Se
     drawn, titles, title_colors = [], [], []
     for i in range(n):
         score = None if pred_scores is None else float(pred_scores[i])
-        image, gt_box = _for_display(images[i], gt_boxes[i])
-        _, pred_box = _for_display(images[i], pred_boxes[i])
-        drawn.append(draw_gt_vs_pred(image, gt_box, gt_labels[i], pred_box, pred_labels[i], float(ious[i]),
-                                     pred_score=score, class_names=class_names))
+        image, gt_box, pred_box = _for_display(images[i], gt_boxes[i], pred_boxes[i])
+        iou = float(ious[i])
+        picture = draw_gt_vs_pred(
+            image,
+            gt_box,
+            gt_labels[i],
+            pred_box,
+            pred_labels[i],
+            iou,
+            pred_score=score,
+            class_names=class_names,
+        )
+        drawn.append(picture)
         gt_name, pred_name = _name_of(gt_labels[i], class_names), _name_of(pred_labels[i], class_names)
-        hit = gt_name == pred_name and float(ious[i]) >= 0.5
-        titles.append(f"{gt_name} -> {pred_name}, IoU {float(ious[i]):.2f}")
+        hit = gt_name == pred_name and iou >= 0.5
+        titles.append(f"{gt_name} -> {pred_name}, IoU {iou:.2f}")
         title_colors.append(_GOOD if hit else _BAD)
     return _image_grid(drawn, titles, ncols=ncols, figsize=None, title_colors=title_colors, suptitle=title)
 
 
 # ----------------------------------------------------------------------------------------------- charts
 def plot_bar(values: Mapping[str, float], *, ylabel: str, title: str, annotate: bool = True) -> Figure:
-    """Bar chart of named numbers in the given order (benchmarks), each bar labelled with its value when `annotate`."""
+    """Bar chart of named numbers in the given order, each bar labelled with its value when `annotate`."""
     names = list(values)
     fig = _new_figure((max(4.0, 0.9 * len(names) + 1.5), 3.5))
     ax = fig.subplots()
     palette = colormaps["tab10"].colors
-    bars = ax.bar(names, [float(values[n]) for n in names], color=[palette[i % 10] for i in range(len(names))])
+    heights = [float(values[n]) for n in names]
+    bars = ax.bar(names, heights, color=[palette[i % 10] for i in range(len(names))])
     if annotate:
-        ax.bar_label(bars, labels=[f"{float(values[n]):.3g}" for n in names], fontsize=8)
+        ax.bar_label(bars, labels=[f"{v:.3g}" for v in heights], fontsize=8)
         ax.margins(y=0.12)  # room for the numbers above the tallest bar
     ax.set_ylabel(ylabel)
     ax.set_title(title)
@@ -419,8 +487,10 @@ def plot_bar(values: Mapping[str, float], *, ylabel: str, title: str, annotate: 
     return fig
 
 
-def plot_history(history: Sequence[Mapping[str, float]] | Mapping[str, Sequence[float]],
-                 keys: Sequence[str] = ("loss", "val_loss")) -> Figure:
+def plot_history(
+    history: Sequence[Mapping[str, float]] | Mapping[str, Sequence[float]],
+    keys: Sequence[str] = ("loss", "val_loss"),
+) -> Figure:
     """Training curves per epoch from a list of per-epoch dicts (or Keras' History.history dict of lists)."""
     if isinstance(history, Mapping):
         epochs = max((len(v) for v in history.values()), default=0)
@@ -457,8 +527,40 @@ def plot_confusion(matrix: np.ndarray, class_names: Sequence[str], normalize: bo
     threshold = (shown.max() or 1) / 2
     for (r, c), value in np.ndenumerate(shown):
         text = f"{value:.2f}" if normalize else f"{int(round(value))}"
-        ax.text(c, r, text, ha="center", va="center", fontsize=8, color="white" if value > threshold else "black")
+        shade = "white" if value > threshold else "black"
+        ax.text(c, r, text, ha="center", va="center", fontsize=8, color=shade)
     ax.set_xticks(range(n), class_names, rotation=45 if n > 4 else 0, ha="right" if n > 4 else "center")
     ax.set_yticks(range(n), class_names)
-    ax.set(xlabel="predicted", ylabel="true", title="confusion matrix" + (" (row-normalized)" if normalize else ""))
+    title = "confusion matrix" + (" (row-normalized)" if normalize else "")
+    ax.set(xlabel="predicted", ylabel="true", title=title)
+    return fig
+
+
+def plot_projection(projection: Mapping[str, Any], feed_images_per_s: float | None = None) -> Figure:
+    """Projected speedup against GPU count per interconnect (bench_training's ``projection``), the ideal line,
+    any measured GPU points and, given the host input pipeline's images/s, the speedup where it runs dry.
+    """
+    rows = projection["rows"]
+    fig = _new_figure((6, 4))
+    ax = fig.subplots()
+    gpus = sorted({r["gpus"] for r in rows})
+    ax.plot(gpus, gpus, color="grey", linestyle=":", label="ideal (N x)")
+    for link in dict.fromkeys(r["link"] for r in rows):
+        mine = [r for r in rows if r["link"] == link]
+        label = f"{link} ({mine[0]['bandwidth_gbps']:g} GB/s, model)"
+        ax.plot(
+            [r["gpus"] for r in mine], [r["speedup"] for r in mine], marker="o", markersize=4, label=label
+        )
+    measured = projection.get("measured") or []
+    if measured:
+        points = ([m["gpus"] for m in measured], [m["speedup"] for m in measured])
+        ax.scatter(*points, color="black", zorder=3, marker="*", s=120, label="measured on this machine")
+    one = next((r for r in rows if r["gpus"] == 1 and "images_per_s" in r), None)
+    if feed_images_per_s and one:
+        label = f"host input pipeline limit ({feed_images_per_s:.0f} images/s, measured)"
+        ax.axhline(feed_images_per_s / one["images_per_s"], color="tab:red", linestyle="--", label=label)
+    ax.set(xlabel="GPUs (per-replica batch fixed)", ylabel="speedup over one GPU")
+    ax.set_title("projected data-parallel speedup")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
     return fig

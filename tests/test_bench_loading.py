@@ -1,4 +1,4 @@
-"""Tests of sprint2.bench.bench_loading: structure of the result and equal work across methods (never timings)."""
+"""Tests of sprint2.bench_loading: structure of the result and equal work across methods (never timings)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from sprint2.bench import LOADING_METHODS, bench_loading
+from sprint2.bench_loading import LOADING_METHODS, available_cores, bench_loading
 from sprint2.loading import AUTO_METHOD
 from sprint2.synthetic import generate
 
@@ -40,3 +40,9 @@ def test_bench_loading_reports_every_method_on_the_same_images(small_set: Path) 
     assert result["vs_tf_data"] == pytest.approx(rates[default] / rates["tf_data"])
     assert result["ceiling"] == pytest.approx(result["cores"] * rates["serial"])
     assert result["startup_included"] is False and result["process_startup_s"] > 0
+
+
+def test_available_cores_is_between_zero_and_the_thread_count() -> None:
+    for workers in (1, 2):
+        cores = available_cores(workers, repeats=1)
+        assert 0 < cores <= workers

@@ -1,4 +1,4 @@
-"""bench_training in a fresh process on tiny synthetic data, and the FLOP count and projection against hand counts."""
+"""bench_training in a fresh process on tiny data; the FLOP count and the projection against hand counts."""
 
 from __future__ import annotations
 
@@ -9,9 +9,10 @@ import sys
 from pathlib import Path
 
 import keras
+import numpy as np
 import pytest
 
-from sprint2.bench import project_multi_gpu
+from sprint2.bench_training import _PeakRss, project_multi_gpu
 from sprint2.model import gradient_bytes, model_flops
 from sprint2.synthetic import generate
 
@@ -21,15 +22,16 @@ ROOT = Path(__file__).resolve().parents[1]
 def _python(code: str) -> subprocess.CompletedProcess:
     """Runs code in a fresh interpreter (TensorFlow not yet initialised), as the CLI does."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
 
 
 @pytest.fixture(scope="module")
 def bench_result(tmp_path_factory: pytest.TempPathFactory) -> dict:
     data = generate(tmp_path_factory.mktemp("tiny"), train=32, test=8, seed=3)
-    code = ("import json; from sprint2.bench import bench_training; "
-            f"print(json.dumps(bench_training({str(data)!r}, replicas=(1, 2), epochs=2, size=32, batch=8, rounds=2)))")
+    call = f"bench_training({str(data)!r}, replicas=(1, 2), epochs=2, size=32, batch=8, rounds=2)"
+    code = f"import json; from sprint2.bench_training import bench_training; print(json.dumps({call}))"
     proc = _python(code)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
@@ -37,7 +39,7 @@ def bench_result(tmp_path_factory: pytest.TempPathFactory) -> dict:
 
 def test_rows_cover_no_strategy_and_each_replica_count(bench_result: dict) -> None:
     rows = bench_result["rows"]
-    keys = {"setting", "device", "replicas", "images_per_s", "first_epoch_s", "epoch_s", "speedup", "efficiency"}
+    keys = set("setting device replicas images_per_s first_epoch_s epoch_s speedup efficiency".split())
     for row in rows:
         assert keys <= set(row), row
         assert isinstance(row["setting"], str) and isinstance(row["replicas"], int)
@@ -79,8 +81,9 @@ def test_ceiling_and_projection_are_filled_from_the_run(bench_result: dict) -> N
     ceiling = bench_result["cpu_ceiling"]
     assert ceiling["matmul_gflops"] > 0 and ceiling["input_pipeline_images_per_s"] > 0
     assert ceiling["train_gflop_per_image"] == pytest.approx(3 * ceiling["forward_gflop_per_image"])
-    assert ceiling["achieved_gflops"] == pytest.approx(ceiling["train_gflop_per_image"]
-                                                       * bench_result["rows"][0]["images_per_s"])
+    assert ceiling["achieved_gflops"] == pytest.approx(
+        ceiling["train_gflop_per_image"] * bench_result["rows"][0]["images_per_s"]
+    )
     projection = bench_result["projection"]
     assert projection["grad_bytes"] > 0 and projection["grad_bytes"] % 4 == 0
     assert {r["gpus"] for r in projection["rows"]} == set(range(1, 9))
@@ -88,15 +91,17 @@ def test_ceiling_and_projection_are_filled_from_the_run(bench_result: dict) -> N
 
 
 def test_fails_clearly_when_tensorflow_already_started(tmp_path: Path) -> None:
-    code = ("import tensorflow as tf; tf.constant(1.0) + 1.0; from sprint2.bench import bench_training; "
-            f"bench_training({str(tmp_path)!r}, replicas=(1, 2), epochs=2)")
+    code = (
+        "import tensorflow as tf; tf.constant(1.0) + 1.0; from sprint2.bench_training import bench_training; "
+        f"bench_training({str(tmp_path)!r}, replicas=(1, 2), epochs=2)"
+    )
     proc = _python(code)
     assert proc.returncode != 0
     assert "StrategyError" in proc.stderr and "before any TensorFlow op" in proc.stderr
 
 
 def test_needs_two_epochs() -> None:
-    from sprint2.bench import bench_training
+    from sprint2.bench_training import bench_training
 
     with pytest.raises(ValueError, match="epochs >= 2"):
         bench_training(ROOT, epochs=1)
@@ -104,10 +109,10 @@ def test_needs_two_epochs() -> None:
 
 def test_flops_of_a_small_model_match_a_hand_count() -> None:
     inputs = keras.Input((8, 8, 3))
-    x = keras.layers.Conv2D(4, 3, padding="same", name="same")(inputs)        # 8x8 out
+    x = keras.layers.Conv2D(4, 3, padding="same", name="same")(inputs)  # 8x8 out
     x = keras.layers.Conv2D(6, 3, strides=2, padding="valid", name="valid")(x)  # 3x3 out
-    x = keras.layers.MaxPooling2D(name="pool")(x)                               # not counted
-    x = keras.layers.Flatten()(x)                                               # 1x1x6 -> 6
+    x = keras.layers.MaxPooling2D(name="pool")(x)  # not counted
+    x = keras.layers.Flatten()(x)  # 1x1x6 -> 6
     outputs = keras.layers.Dense(5, name="dense")(x)
     model = keras.Model(inputs, outputs)
     counted = model_flops(model)
@@ -122,7 +127,11 @@ def test_projection_matches_hand_computed_numbers() -> None:
     rows = project_multi_gpu(0.1, 100e6, gpus=[1, 4], links={"slow": 25.0, "fast": 300.0}, batch=32)
     by = {(r["link"], r["gpus"]): r for r in rows}
     one = by[("slow", 1)]
-    assert one["t_allreduce_s"] == 0.0 and one["speedup"] == pytest.approx(1.0) and one["images_per_s"] == pytest.approx(320)
+    assert (
+        one["t_allreduce_s"] == 0.0
+        and one["speedup"] == pytest.approx(1.0)
+        and one["images_per_s"] == pytest.approx(320)
+    )
     # 2 * 3/4 * 100 MB / 25 GB/s = 6 ms; speedup 4 * 0.1 / 0.106.
     slow = by[("slow", 4)]
     assert slow["t_allreduce_s"] == pytest.approx(0.006)
@@ -131,3 +140,11 @@ def test_projection_matches_hand_computed_numbers() -> None:
     assert slow["images_per_s"] == pytest.approx(4 * 32 / 0.106)
     # 2 * 3/4 * 100 MB / 300 GB/s = 0.5 ms; speedup 0.4 / 0.1005.
     assert by[("fast", 4)]["speedup"] == pytest.approx(3.980100, rel=1e-6)
+
+
+def test_peak_rss_sees_memory_allocated_inside_the_block() -> None:
+    with _PeakRss(interval_s=0.005) as rss:
+        block = np.ones(100 * 2**20, dtype=np.uint8)  # 100 MiB, every page touched
+    assert rss.start_mb > 0
+    assert rss.peak_mb - rss.start_mb > 80, (rss.start_mb, rss.peak_mb)
+    del block

@@ -1,4 +1,4 @@
-"""Tests for sprint2.viz: exact border pixels, readable labels, distinct colours, and figures that render to PNG."""
+"""sprint2.viz: exact border pixels, readable labels, distinct colours, and figures that render to PNG."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
 from sprint2 import viz
+from sprint2.bench_training import project_multi_gpu
+from sprint2.table import table
 
 CLASSES = ["cat", "dog", "horse"]
 
@@ -36,7 +38,9 @@ def test_class_colors_distinct_stable_and_order_independent() -> None:
         colors = viz.class_colors(names)
         assert set(colors) == set(names)
         assert len(set(colors.values())) == n, f"colours repeat for {n} classes"
-        assert all(len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in colors.values())
+        assert all(
+            len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in colors.values()
+        )
         assert viz.class_colors(list(reversed(names))) == colors
         assert viz.class_colors(names) == colors
 
@@ -62,7 +66,9 @@ def test_border_pixels_have_the_class_colour_exactly() -> None:
     image = np.zeros((100, 100, 3), dtype=np.uint8)
     color = viz.class_colors(CLASSES)["dog"]
     # floats round half up: 10.4 -> 10, 20.6 -> 21, 60.5 -> 61, 80.2 -> 80
-    out = viz.draw_boxes(image, np.array([[10.4, 20.6, 60.5, 80.2]]), ["dog"], class_names=CLASSES, thickness=1)
+    out = viz.draw_boxes(
+        image, np.array([[10.4, 20.6, 60.5, 80.2]]), ["dog"], class_names=CLASSES, thickness=1
+    )
     hit = _mask(out, color)
     for y, x in [(80, 30), (80, 61), (50, 10), (50, 61), (60, 10), (21, 61)]:
         assert hit[y, x], f"no box colour at (y={y}, x={x})"
@@ -80,7 +86,9 @@ def test_half_pixel_coordinates_round_half_up_consistently() -> None:
 def test_label_has_filled_background_and_contrasting_text() -> None:
     image = np.full((200, 200, 3), 128, dtype=np.uint8)
     for color, text_rgb in [((255, 230, 0), (0, 0, 0)), ((0, 0, 128), (255, 255, 255))]:
-        out = viz.draw_boxes(image, np.array([[50, 80, 150, 180]]), ["cat"], colors={"cat": color}, thickness=1)
+        out = viz.draw_boxes(
+            image, np.array([[50, 80, 150, 180]]), ["cat"], colors={"cat": color}, thickness=1
+        )
         above = out[:80, 50:120]  # the label sits above the top edge
         assert _mask(above, color).sum() > 100
         near_text = np.abs(above.astype(int) - np.array(text_rgb)).max(axis=-1) < 60  # anti-aliased strokes
@@ -91,7 +99,9 @@ def test_label_has_filled_background_and_contrasting_text() -> None:
 def test_label_goes_inside_at_top_edge_and_stays_in_image() -> None:
     image = np.zeros((120, 120, 3), dtype=np.uint8)
     text = "a rather long label"
-    out = viz.draw_boxes(image, np.array([[70, 0, 119, 60]]), [text], colors={text: (200, 40, 40)}, thickness=1)
+    out = viz.draw_boxes(
+        image, np.array([[70, 0, 119, 60]]), [text], colors={text: (200, 40, 40)}, thickness=1
+    )
     hit = _mask(out, (200, 40, 40))
     assert hit[3:8, 100:119].sum() > 20, "label should be drawn inside, below the top edge"
     assert hit[3:8, :70].any(), "label should shift left rather than run off the right edge"
@@ -133,12 +143,30 @@ def test_draw_boxes_accepts_gray_and_empty_and_rejects_mismatch() -> None:
 def test_draw_gt_vs_pred_solid_dashed_and_iou_footer() -> None:
     image = np.full((128, 128, 3), 100, dtype=np.uint8)
     colors = viz.class_colors(CLASSES)
-    a = viz.draw_gt_vs_pred(image, np.array([20, 30, 100, 110]), "cat", np.array([10, 25, 90, 100]), 1, 0.61,
-                            pred_score=0.8, class_names=CLASSES)
-    b = viz.draw_gt_vs_pred(image, np.array([20, 30, 100, 110]), "cat", np.array([10, 25, 90, 100]), 1, 0.12,
-                            pred_score=0.8, class_names=CLASSES)
+    a = viz.draw_gt_vs_pred(
+        image,
+        np.array([20, 30, 100, 110]),
+        "cat",
+        np.array([10, 25, 90, 100]),
+        1,
+        0.61,
+        pred_score=0.8,
+        class_names=CLASSES,
+    )
+    b = viz.draw_gt_vs_pred(
+        image,
+        np.array([20, 30, 100, 110]),
+        "cat",
+        np.array([10, 25, 90, 100]),
+        1,
+        0.12,
+        pred_score=0.8,
+        class_names=CLASSES,
+    )
     assert a.shape[0] > 128 and a.shape[1] == 128 and a.dtype == np.uint8
-    assert np.array_equal(a[:128], b[:128]) and not np.array_equal(a[128:], b[128:])  # only the IoU text differs
+    assert np.array_equal(a[:128], b[:128]) and not np.array_equal(
+        a[128:], b[128:]
+    )  # only the IoU text differs
     assert (a[128:] > 200).any(), "IoU text missing from the footer"
     assert _mask(a[:128], colors["cat"])[60:100, 100].all()  # ground truth: solid right edge
     dog_edge = _mask(a[:128], colors["dog"])[40:90, 90]
@@ -146,7 +174,9 @@ def test_draw_gt_vs_pred_solid_dashed_and_iou_footer() -> None:
 
 
 # ------------------------------------------------------------------------------------------- figures
-def _samples(n: int, size: tuple[int, int] = (96, 128)) -> tuple[list[np.ndarray], list[np.ndarray], list[list[str]]]:
+def _samples(
+    n: int, size: tuple[int, int] = (96, 128)
+) -> tuple[list[np.ndarray], list[np.ndarray], list[list[str]]]:
     rng = np.random.default_rng(0)
     images = [rng.integers(0, 255, (*size, 3), dtype=np.uint8) for _ in range(n)]
     boxes = [np.array([[5, 5, 60, 50], [30, 20, 120, 90]], dtype=np.float32) for _ in range(n)]
@@ -156,7 +186,9 @@ def _samples(n: int, size: tuple[int, int] = (96, 128)) -> tuple[list[np.ndarray
 
 def test_show_grid_one_axes_per_image(tmp_path: Path) -> None:
     images, boxes, labels = _samples(5)
-    fig = viz.show_grid(images, boxes, labels, class_names=CLASSES, ncols=4, titles=[f"s{i}" for i in range(5)])
+    fig = viz.show_grid(
+        images, boxes, labels, class_names=CLASSES, ncols=4, titles=[f"s{i}" for i in range(5)]
+    )
     assert isinstance(fig, Figure) and len(fig.axes) == 5
     assert all(len(ax.get_images()) == 1 for ax in fig.axes)
     assert [ax.get_title() for ax in fig.axes] == [f"s{i}" for i in range(5)]
@@ -183,7 +215,10 @@ def test_class_histogram_bars_largest_first(tmp_path: Path) -> None:
 
 
 def test_box_size_distribution_skips_degenerate_boxes(tmp_path: Path) -> None:
-    boxes = [np.array([[0, 0, 50, 25], [10, 10, 10, 30]]), np.array([[0, 0, 20, 40]])]  # second box has no width
+    boxes = [
+        np.array([[0, 0, 50, 25], [10, 10, 10, 30]]),
+        np.array([[0, 0, 20, 40]]),
+    ]  # second box has no width
     labels = [np.array([0, 1]), np.array([1])]
     fig = viz.plot_box_size_distribution(boxes, labels, CLASSES, image_sizes=[(100, 100), (50, 200)])
     assert len(fig.axes) == 3
@@ -197,11 +232,23 @@ def test_box_size_distribution_skips_degenerate_boxes(tmp_path: Path) -> None:
 def test_gt_vs_pred_grid_colours_titles_by_hit(tmp_path: Path) -> None:
     images, _, _ = _samples(3)
     gt = np.array([[10, 10, 60, 60]] * 3, dtype=np.float32)
-    fig = viz.plot_gt_vs_pred_grid(images, gt, ["cat", "cat", 0], gt + 5, ["cat", "dog", "cat"], [0.7, 0.9, 0.3],
-                                   CLASSES, ncols=2, pred_scores=[0.9, 0.8, 0.7], title="worst")
+    fig = viz.plot_gt_vs_pred_grid(
+        images,
+        gt,
+        ["cat", "cat", 0],
+        gt + 5,
+        ["cat", "dog", "cat"],
+        [0.7, 0.9, 0.3],
+        CLASSES,
+        ncols=2,
+        pred_scores=[0.9, 0.8, 0.7],
+        title="worst",
+    )
     assert len(fig.axes) == 3
     colors = [to_hex(ax.title.get_color()) for ax in fig.axes]
-    assert colors[0] != colors[1] and colors[1] == colors[2]  # only the first is a right class with IoU >= 0.5
+    assert (
+        colors[0] != colors[1] and colors[1] == colors[2]
+    )  # only the first is a right class with IoU >= 0.5
     assert "IoU 0.70" in fig.axes[0].get_title() and fig.get_suptitle() == "worst"
     _saved_png(fig, tmp_path / "gt_pred.png")
 
@@ -241,29 +288,50 @@ def test_plot_confusion_normalizes_rows(tmp_path: Path) -> None:
     _saved_png(fig, tmp_path / "confusion.png")
 
 
+def test_plot_projection_draws_each_link_the_ideal_and_the_feed_limit(tmp_path: Path) -> None:
+    rows = project_multi_gpu(0.1, 100e6, gpus=range(1, 5), links={"slow": 25.0, "fast": 300.0}, batch=32)
+    measured = [{"gpus": 2, "speedup": 1.8, "images_per_s": 576.0}]
+    fig = viz.plot_projection({"rows": rows, "measured": measured}, feed_images_per_s=1000.0)
+    (ax,) = fig.axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert len(lines) == 4 and "ideal (N x)" in lines
+    assert np.allclose(lines["ideal (N x)"].get_ydata(), [1, 2, 3, 4])
+    slow = next(line for label, line in lines.items() if label.startswith("slow (25 GB/s"))
+    assert np.allclose(slow.get_ydata(), [r["speedup"] for r in rows if r["link"] == "slow"])
+    limit = next(line for label, line in lines.items() if label.startswith("host input pipeline"))
+    assert np.allclose(limit.get_ydata(), 1000.0 / 320.0)  # feed / one GPU's 32 images per 0.1 s
+    assert np.allclose(ax.collections[0].get_offsets(), [[2, 1.8]])
+    _saved_png(fig, tmp_path / "projection.png")
+
+
 def test_viz_does_not_import_tensorflow() -> None:
     code = "import sys, sprint2.viz; sys.exit('tensorflow' in sys.modules)"
-    assert subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1]).returncode == 0
+    assert (
+        subprocess.run([sys.executable, "-c", code], cwd=Path(__file__).resolve().parents[1]).returncode == 0
+    )
 
 
 def test_figures_are_not_left_open_in_pyplot() -> None:
-    """Open pyplot figures are shown again by Jupyter at the end of a cell: a returned figure would show twice."""
+    """Jupyter shows open pyplot figures again at the end of a cell: a returned figure would show twice."""
     import matplotlib.pyplot as plt
 
     before = set(plt.get_fignums())
     viz.plot_bar({"a": 1.0}, ylabel="s", title="t")
     viz.plot_confusion(np.eye(3), CLASSES)
+    viz.plot_projection({"rows": project_multi_gpu(0.1, 1e6, gpus=[1, 2])})
     assert set(plt.get_fignums()) == before
 
 
 def test_table_renders_html_and_text_with_formats_and_dashes() -> None:
+    assert viz.table is table  # notebooks take their tables from viz
     rows = [{"model": "improved", "acc": 0.953, "note": None}, {"model": "<b>", "acc": 1 / 3}]
-    t = viz.table(rows, ["model", ("accuracy", "acc", "{:.1%}"), "note"])
+    t = table(rows, ["model", ("accuracy", "acc", "{:.1%}"), "note"])
     page = t._repr_html_()
     assert "<th>accuracy</th>" in page and "<td>95.3%</td>" in page and "<td>33.3%</td>" in page
     assert "<td>&lt;b&gt;</td>" in page, "cells are HTML-escaped"
     assert page.count("<td>-</td>") == 2  # None and the missing key
     lines = str(t).splitlines()
-    assert lines[0].split() == ["model", "accuracy", "note"] and lines[1].split() == ["improved", "95.3%", "-"]
-    assert viz.table([{"a": 1.23456789, "b": 2}])._repr_html_().count("<td>") == 2
-    assert "1.235" in str(viz.table([{"a": 1.23456789}]))
+    assert lines[0].split() == ["model", "accuracy", "note"]
+    assert lines[1].split() == ["improved", "95.3%", "-"]
+    assert table([{"a": 1.23456789, "b": 2}])._repr_html_().count("<td>") == 2
+    assert "1.235" in str(table([{"a": 1.23456789}]))

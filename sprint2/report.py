@@ -15,9 +15,8 @@ from pathlib import Path
 from typing import Any
 
 from sprint2.errors import ReportError
-from sprint2.table import Column, Table, table  # noqa: F401 (re-exported for notebooks)
 
-log = logging.getLogger(__name__)
+logger = logging.getLogger(__name__)
 
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 KERNEL = "sprint2"
@@ -39,18 +38,28 @@ class NotebookRun:
 
 def record(out_dir: str | Path, notebook: str, **figures: Any) -> Path:
     """Save a notebook's key figures as JSON (merged with earlier calls) for the report index."""
-    path = Path(out_dir) / FIGURES_DIR / f"{notebook}.json"
+    path = _figures_path(Path(out_dir), notebook)
     path.parent.mkdir(parents=True, exist_ok=True)
-    current = json.loads(path.read_text()) if path.exists() else {}
+    current = _read_figures(path)
     current.update(figures)
     path.write_text(json.dumps(current, indent=2, sort_keys=True, default=_jsonable))
     return path
 
 
+def _figures_path(out: Path, notebook: str) -> Path:
+    """Where :func:`record` keeps one notebook's figures under the report folder."""
+    return out / FIGURES_DIR / f"{notebook}.json"
+
+
+def _read_figures(path: Path) -> dict[str, Any]:
+    """The figures recorded so far in ``path``; none when the notebook recorded nothing."""
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
 def _jsonable(value: Any) -> Any:
-    """Turn numpy scalars and paths into plain JSON values."""
-    if hasattr(value, "item"):
-        return value.item()
+    """Numpy scalars and arrays as plain JSON values, anything else (paths) as its text."""
+    if hasattr(value, "tolist"):
+        return value.tolist()
     return str(value)
 
 
@@ -83,8 +92,6 @@ def run_report(
     The first failing notebook stops the run: its partly executed copy stays in ``out_dir``,
     the index shows it, and :class:`ReportError` names the notebook and the error.
     """
-    import papermill
-
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if data_dir is None:
@@ -101,40 +108,45 @@ def run_report(
     runs = [NotebookRun(name=nb.stem, status="not run") for nb in notebooks]
     kernel = kernel_name()
     params = {"data_dir": str(data), "out_dir": str(out), "quick": bool(quick)}
-    failure: ReportError | None = None
+    failed = None
     for nb, run in zip(notebooks, runs):
-        executed = out / nb.name
-        run.notebook = executed.name
-        log.info("running %s (kernel %s, quick=%s)", nb.name, kernel, quick)
-        start = time.perf_counter()
-        try:
-            papermill.execute_notebook(
-                str(nb), str(executed), parameters=params, kernel_name=kernel,
-                cwd=str(out), progress_bar=False, log_output=False,
-            )
-            run.status = "ok"
-        except papermill.PapermillExecutionError as exc:
-            run.status = "failed"
-            run.error = f"{exc.ename}: {exc.evalue}"
-        except Exception as exc:  # kernel died, missing parameter cell, ...
-            run.status = "failed"
-            run.error = f"{type(exc).__name__}: {exc}"
-        run.seconds = round(time.perf_counter() - start, 2)
-        run.figures = _read_figures(out, nb.stem)
-        if executed.exists():
-            run.html = _render_html(executed)
+        _execute(nb, run, out, params, kernel)
         if run.status == "failed":
-            failure = ReportError(f"{nb.name} failed: {run.error} (partial output: {executed})")
+            failed = ReportError(f"{nb.name} failed: {run.error} (partial output: {out / run.notebook})")
             break
     write_index(out, runs, quick=quick, data_dir=data)
-    if failure is not None:
-        raise failure
+    if failed is not None:
+        raise failed
     return runs
 
 
-def _read_figures(out: Path, stem: str) -> dict[str, Any]:
-    path = out / FIGURES_DIR / f"{stem}.json"
-    return json.loads(path.read_text()) if path.exists() else {}
+def _execute(nb: Path, run: NotebookRun, out: Path, params: dict[str, Any], kernel: str) -> None:
+    """Run one notebook into ``out`` with papermill and fill ``run``: status, error, time, figures, HTML."""
+    import papermill
+
+    executed = out / nb.name
+    run.notebook = executed.name
+    logger.info("running %s (kernel %s, quick=%s)", nb.name, kernel, params["quick"])
+    start = time.perf_counter()
+    try:
+        papermill.execute_notebook(
+            str(nb),
+            str(executed),
+            parameters=params,
+            kernel_name=kernel,
+            cwd=str(out),
+            progress_bar=False,
+            log_output=False,
+        )
+        run.status = "ok"
+    except papermill.PapermillExecutionError as exc:
+        run.status, run.error = "failed", f"{exc.ename}: {exc.evalue}"
+    except Exception as exc:  # the kernel died, no parameters cell, ...
+        run.status, run.error = "failed", f"{type(exc).__name__}: {exc}"
+    run.seconds = round(time.perf_counter() - start, 2)
+    run.figures = _read_figures(_figures_path(out, nb.stem))
+    if executed.exists():
+        run.html = _render_html(executed)
 
 
 def _render_html(executed: Path) -> str:
@@ -150,35 +162,36 @@ def _render_html(executed: Path) -> str:
 
 def write_index(out: Path, runs: list[NotebookRun], *, quick: bool, data_dir: Path) -> Path:
     """Write ``index.html`` (a table of notebooks) and ``index.json`` (the same, for machines)."""
-    rows = []
-    for run in runs:
-        link = (
-            f'<a href="{html.escape(run.html)}">{html.escape(run.name)}</a>' if run.html
-            else html.escape(run.name)
-        )
-        figures = "".join(
-            f"<li><code>{html.escape(k)}</code>: {html.escape(_fmt(v))}</li>"
-            for k, v in sorted(run.figures.items())
-        )
-        error = f'<div class="error">{html.escape(run.error)}</div>' if run.error else ""
-        rows.append(
-            f'<tr class="{run.status.replace(" ", "-")}"><td>{link}</td><td>{run.status}</td>'
-            f"<td>{run.seconds:.1f} s</td><td><ul>{figures}</ul>{error}</td></tr>"
-        )
     mode = "quick (small synthetic data, few epochs)" if quick else "full"
     page = _PAGE.format(
-        mode=html.escape(mode), data=html.escape(str(data_dir)), rows="\n".join(rows),
+        mode=html.escape(mode),
+        data=html.escape(str(data_dir)),
+        rows="\n".join(_index_row(run) for run in runs),
         when=time.strftime("%Y-%m-%d %H:%M:%S"),
     )
     (out / "index.html").write_text(page, encoding="utf-8")
-    (out / "index.json").write_text(
-        json.dumps({"quick": quick, "data_dir": str(data_dir), "notebooks": [asdict(r) for r in runs]},
-                   indent=2, default=_jsonable)
-    )
+    summary = {"quick": quick, "data_dir": str(data_dir), "notebooks": [asdict(r) for r in runs]}
+    (out / "index.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
     return out / "index.html"
 
 
+def _index_row(run: NotebookRun) -> str:
+    """One notebook's table row: a link to its HTML, status, duration, key figures and any error."""
+    name = html.escape(run.name)
+    link = f'<a href="{html.escape(run.html)}">{name}</a>' if run.html else name
+    figures = "".join(
+        f"<li><code>{html.escape(k)}</code>: {html.escape(_fmt(v))}</li>"
+        for k, v in sorted(run.figures.items())
+    )
+    error = f'<div class="error">{html.escape(run.error)}</div>' if run.error else ""
+    return (
+        f'<tr class="{run.status.replace(" ", "-")}"><td>{link}</td><td>{run.status}</td>'
+        f"<td>{run.seconds:.1f} s</td><td><ul>{figures}</ul>{error}</td></tr>"
+    )
+
+
 def _fmt(value: Any) -> str:
+    """A figure as index text: floats to 4 significant digits, dicts as k=v pairs."""
     if isinstance(value, float):
         return f"{value:.4g}"
     if isinstance(value, dict):

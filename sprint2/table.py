@@ -6,12 +6,11 @@ import html
 import json
 from collections.abc import Mapping, Sequence
 
-
 Column = str | tuple[str, str, str]
 
 
 class Table:
-    """Rows of dicts shown as an HTML table in Jupyter and as aligned text elsewhere (no pandas needed).
+    """Rows of dicts shown as an HTML table in Jupyter and as aligned text elsewhere.
 
     A column is a key (its own header, numbers to 4 significant digits) or (header, key, format),
     e.g. ("accuracy", "acc", "{:.1%}"). Missing or None values show as a dash.
@@ -24,6 +23,7 @@ class Table:
 
     @staticmethod
     def _cell(value: object, fmt: str) -> str:
+        """One value as text: its column's format, else 4 significant digits for floats, JSON for dicts."""
         if value is None:
             return "-"
         if fmt:
@@ -36,7 +36,9 @@ class Table:
 
     def _repr_html_(self) -> str:
         head = "".join(f"<th>{html.escape(h)}</th>" for h, _, _ in self.columns)
-        body = "".join("<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in self.cells)
+        body = "".join(
+            "<tr>" + "".join(f"<td>{html.escape(c)}</td>" for c in row) + "</tr>" for row in self.cells
+        )
         return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
 
     def __str__(self) -> str:

@@ -8,7 +8,8 @@ from pathlib import Path
 import nbformat
 import pytest
 
-from sprint2.report import ReportError, record, run_report
+from sprint2.errors import ReportError
+from sprint2.report import record, run_report
 
 
 def _notebook(path: Path, *cells: str) -> None:
@@ -24,9 +25,11 @@ def _notebook(path: Path, *cells: str) -> None:
 def series(tmp_path: Path) -> Path:
     folder = tmp_path / "notebooks"
     folder.mkdir()
-    _notebook(folder / "01_first.ipynb",
-              "from sprint2.report import record\n"
-              "record(out_dir, '01_first', quick=quick, data=data_dir, answer=42.0)")
+    _notebook(
+        folder / "01_first.ipynb",
+        "from sprint2.report import record\n"
+        "record(out_dir, '01_first', quick=quick, data=data_dir, answer=42.0)",
+    )
     _notebook(folder / "02_second.ipynb", "print('second', quick)")
     return folder
 
@@ -61,9 +64,9 @@ def test_failing_cell_stops_the_run_and_keeps_the_partial_notebook(series: Path,
 
 def test_record_merges_and_converts_numpy(tmp_path: Path) -> None:
     np = pytest.importorskip("numpy")
-    record(tmp_path, "nb", a=np.float32(0.5))
-    path = record(tmp_path, "nb", b=np.int64(3))
-    assert json.loads(path.read_text()) == {"a": 0.5, "b": 3}
+    record(tmp_path, "nb", a=np.float32(0.5), c=np.arange(3), where=tmp_path)
+    path = record(tmp_path, "nb", b=np.int64(3), c=[7])
+    assert json.loads(path.read_text()) == {"a": 0.5, "b": 3, "c": [7], "where": str(tmp_path)}
 
 
 def test_missing_data_folder_is_a_clear_error(series: Path, tmp_path: Path) -> None:

@@ -4,8 +4,9 @@ decode_image() reads the bytes itself and checks that JPEG and PNG files are com
 OpenCV decodes a truncated JPEG with only a warning on stderr and grey pixels where data is missing.
 decode_resized() does the same checks, then decodes a large JPEG at 1/2, 1/4 or 1/8 scale (libjpeg's
 DCT scaling, several times cheaper) when that still covers the target, and resizes. JPEGs go through
-simplejpeg (libjpeg-turbo straight to RGB, GIL released): pixel-identical to OpenCV's decode on every
-raccoon and bccd image, in about 80 % of its time; OpenCV decodes whatever simplejpeg refuses.
+simplejpeg first: libjpeg-turbo decodes straight to RGB (no BGR conversion pass) with the GIL
+released, so loading threads decode in parallel, and its pixels equal OpenCV's decode. OpenCV decodes
+whatever simplejpeg refuses, so a file loads or fails exactly as it would with OpenCV alone.
 """
 
 from __future__ import annotations
@@ -32,17 +33,21 @@ _PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 _SOF_MARKERS = frozenset((0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF))
 #: libjpeg DCT-domain scaling: decode at 1/N of the size for a fraction of the work. IGNORE_ORIENTATION
 #: keeps the pixels as stored, like IMREAD_UNCHANGED does (VOC boxes are drawn on the stored grid).
-_REDUCED_FLAGS = {2: cv2.IMREAD_REDUCED_COLOR_2 | cv2.IMREAD_IGNORE_ORIENTATION,
-                  4: cv2.IMREAD_REDUCED_COLOR_4 | cv2.IMREAD_IGNORE_ORIENTATION,
-                  8: cv2.IMREAD_REDUCED_COLOR_8 | cv2.IMREAD_IGNORE_ORIENTATION}
+_REDUCED_FLAGS = {
+    2: cv2.IMREAD_REDUCED_COLOR_2 | cv2.IMREAD_IGNORE_ORIENTATION,
+    4: cv2.IMREAD_REDUCED_COLOR_4 | cv2.IMREAD_IGNORE_ORIENTATION,
+    8: cv2.IMREAD_REDUCED_COLOR_8 | cv2.IMREAD_IGNORE_ORIENTATION,
+}
 
 
-def _jpeg_scan(data: bytes) -> tuple[str | None, tuple[int, int] | None]:
+def scan_jpeg(data: bytes) -> tuple[str | None, tuple[int, int] | None]:
     """(why the JPEG stream is incomplete or None, (width, height) from its frame header or None).
 
     Walks the marker segments (so an EXIF thumbnail's EOI and frame header are skipped) and scans
     entropy-coded data; the frame size is free on the way and lets the caller pick a reduced decode.
     """
+    if data[:2] != b"\xff\xd8":
+        return "not a JPEG (no start-of-image marker FF D8)", None
     pos, n = 2, len(data)
     frame: tuple[int, int] | None = None
     while True:
@@ -55,7 +60,7 @@ def _jpeg_scan(data: bytes) -> tuple[str | None, tuple[int, int] | None]:
             pos += 1
             continue
         if marker == 0xD9:  # EOI
-            tail = data[pos + 2:]
+            tail = data[pos + 2 :]
             if tail.strip(_JPEG_PADDING):
                 return f"corrupt JPEG ({len(tail)} unexpected bytes after the EOI marker)", frame
             return None, frame
@@ -83,7 +88,7 @@ def _png_problem(data: bytes) -> str | None:
     """Why a PNG is incomplete (None when its chunks run through IEND)."""
     pos, n = len(_PNG_SIGNATURE), len(data)
     while pos + 8 <= n:
-        length, kind = struct.unpack(">I4s", data[pos:pos + 8])
+        length, kind = struct.unpack(">I4s", data[pos : pos + 8])
         pos += 12 + length
         if pos > n:
             break
@@ -116,7 +121,7 @@ def _to_rgb_uint8(img: np.ndarray, path: Path) -> np.ndarray:
 
 
 def _read_checked(path: Path) -> tuple[bytes, tuple[int, int] | None]:
-    """The file's bytes, refused when missing, empty or an incomplete JPEG/PNG; plus a JPEG's (width, height)."""
+    """The file's bytes (refused when missing, empty or an incomplete JPEG/PNG) and a JPEG's (w, h)."""
     try:
         data = path.read_bytes()
     except FileNotFoundError:
@@ -129,7 +134,7 @@ def _read_checked(path: Path) -> tuple[bytes, tuple[int, int] | None]:
         raise DataError(path, "empty file")
     frame = None
     if data[:3] == b"\xff\xd8\xff":
-        problem, frame = _jpeg_scan(data)
+        problem, frame = scan_jpeg(data)
     elif data[:8] == _PNG_SIGNATURE:
         problem = _png_problem(data)
     else:
@@ -156,12 +161,15 @@ def _scaled_shape(frame: tuple[int, int], factor: int) -> tuple[int, int]:
     return -(-height // factor), -(-width // factor)
 
 
-def _decode_jpeg_rgb(data: bytes, frame: tuple[int, int], factor: int, path: Path) -> np.ndarray | None:
-    """RGB uint8 of a JPEG decoded at 1/factor scale by simplejpeg, or None when it refuses the file.
+def decode_jpeg_scaled(
+    data: bytes, frame: tuple[int, int], factor: int, path: Path | None = None
+) -> np.ndarray | None:
+    """A JPEG decoded by simplejpeg at 1/factor scale to RGB uint8, or None when simplejpeg refuses it.
 
-    The minimum output size ceil(side / factor) makes libjpeg-turbo pick exactly the 1/factor
-    scaling (its factors are multiples of 1/8). strict=True turns libjpeg's warnings about corrupt
-    data into a refusal, so such files take the OpenCV path and fail or load exactly as before.
+    ``frame`` is the JPEG's (width, height), as scan_jpeg() reads it; ``path`` only names the file in
+    the debug log. The minimum output size ceil(side / factor) makes libjpeg-turbo pick exactly the
+    1/factor scaling (its factors are multiples of 1/8). strict=True turns libjpeg's warnings about
+    corrupt data into a refusal, so such files take the OpenCV path and fail or load as OpenCV decides.
     """
     height, width = _scaled_shape(frame, factor)
     try:
@@ -259,11 +267,13 @@ def _apply(img: np.ndarray, plan: _Plan) -> np.ndarray:
     if (plan.new_w, plan.new_h) == (plan.out_w, plan.out_h):
         return resized
     out = np.full((plan.out_h, plan.out_w) + img.shape[2:], PAD_VALUE, dtype=img.dtype)
-    out[plan.pad_y:plan.pad_y + plan.new_h, plan.pad_x:plan.pad_x + plan.new_w] = resized
+    out[plan.pad_y : plan.pad_y + plan.new_h, plan.pad_x : plan.pad_x + plan.new_w] = resized
     return out
 
 
-def resize_image(img: np.ndarray, size: int | tuple[int, int], mode: str = "stretch") -> tuple[np.ndarray, Resize]:
+def resize_image(
+    img: np.ndarray, size: int | tuple[int, int], mode: str = "stretch"
+) -> tuple[np.ndarray, Resize]:
     """Resize to size (int, or (height, width)) by "stretch" or "letterbox" (keep aspect, grey padding).
 
     Shrinking uses INTER_AREA, growing INTER_LINEAR. Returns the image and the box mapping.
@@ -272,8 +282,14 @@ def resize_image(img: np.ndarray, size: int | tuple[int, int], mode: str = "stre
         raise ValueError(f"expected a non-empty (H, W[, C]) image, got shape {img.shape}")
     h, w = img.shape[:2]
     plan = _plan(w, h, size, mode)
-    return _apply(img, plan), Resize(scale_x=plan.new_w / w, scale_y=plan.new_h / h, pad_x=float(plan.pad_x),
-                                     pad_y=float(plan.pad_y), out_w=plan.out_w, out_h=plan.out_h)
+    return _apply(img, plan), Resize(
+        scale_x=plan.new_w / w,
+        scale_y=plan.new_h / h,
+        pad_x=float(plan.pad_x),
+        pad_y=float(plan.pad_y),
+        out_w=plan.out_w,
+        out_h=plan.out_h,
+    )
 
 
 def reduction_factor(width: int, height: int, size: int | tuple[int, int], mode: str = "stretch") -> int:
@@ -289,13 +305,19 @@ def reduction_factor(width: int, height: int, size: int | tuple[int, int], mode:
     return 1
 
 
-def decode_resized(path: Path | str, size: int | tuple[int, int], mode: str = "stretch",
-                   reduce: bool = True) -> tuple[np.ndarray, Resize, tuple[int, int]]:
-    """Decode and resize in one step: (RGB uint8 image, mapping from ORIGINAL pixels, original (width, height)).
+def decode_resized(
+    path: Path | str,
+    size: int | tuple[int, int],
+    mode: str = "stretch",
+    reduce: bool = True,
+    prefer_simplejpeg: bool = True,
+) -> tuple[np.ndarray, Resize, tuple[int, int]]:
+    """Decode and resize in one step: (RGB uint8 image, mapping from ORIGINAL pixels, original (w, h)).
 
     A JPEG much larger than the target is decoded at 1/2, 1/4 or 1/8 scale by libjpeg (reduction_factor,
     reduce=False turns it off); its real size comes from the frame header, so boxes are checked against
-    the full image. Pixel j of a 1/N decode covers original pixels [N*j, N*j + N), hence the mapping's
+    the full image. prefer_simplejpeg=False decodes with OpenCV alone (the same pixels; see the module
+    docstring). Pixel j of a 1/N decode covers original pixels [N*j, N*j + N), hence the mapping's
     scale is content_size / (N * decoded_size): exactly the full decode's content_size / original_size
     when N divides the original size, and within (N - 1) / original_size (relative) of it otherwise.
     The output geometry (content size, padding) is planned on the original size, so it never differs.
@@ -305,26 +327,33 @@ def decode_resized(path: Path | str, size: int | tuple[int, int], mode: str = "s
     factor = 1
     if reduce and frame is not None:
         factor = reduction_factor(frame[0], frame[1], size, mode)
-    img = _decode_jpeg_rgb(data, frame, factor, path) if frame is not None else None
+    img = decode_jpeg_scaled(data, frame, factor, path) if frame is not None and prefer_simplejpeg else None
     rgb = img is not None
     if img is None and factor > 1:
         img = _imdecode(data, _REDUCED_FLAGS[factor], path)
         expected = _scaled_shape(frame, factor)
         if img.shape[:2] != expected or img.dtype != np.uint8:
-            logger.debug("%s: reduced decode gave %s, expected %s; decoding at full size", path,
-                         img.shape, expected)
+            logger.debug(
+                "%s: reduced decode gave %s, expected %s; decoding at full size", path, img.shape, expected
+            )
             img, factor = None, 1
     if img is None:
         img = _imdecode(data, cv2.IMREAD_UNCHANGED, path)
         img = _to_uint8(img, path)  # 16-bit or float: to 8 bits first, so the resize sees uint8 as before
     dh, dw = img.shape[:2]
-    width, height = (frame if factor > 1 else (dw, dh))  # a full decode's own size is the truth
+    width, height = frame if factor > 1 else (dw, dh)  # a full decode's own size is the truth
     plan = _plan(width, height, size, mode)
     # Resizing acts on each channel alone, so converting to RGB after it (on the small image) is the same.
     out = _apply(img, plan)
     out = np.ascontiguousarray(out if rgb else _to_rgb_uint8(out, path))
-    how = Resize(scale_x=plan.new_w / (factor * dw), scale_y=plan.new_h / (factor * dh),
-                 pad_x=float(plan.pad_x), pad_y=float(plan.pad_y), out_w=plan.out_w, out_h=plan.out_h)
+    how = Resize(
+        scale_x=plan.new_w / (factor * dw),
+        scale_y=plan.new_h / (factor * dh),
+        pad_x=float(plan.pad_x),
+        pad_y=float(plan.pad_y),
+        out_w=plan.out_w,
+        out_h=plan.out_h,
+    )
     return out, how, (width, height)
 
 

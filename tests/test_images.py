@@ -10,8 +10,19 @@ import cv2
 import numpy as np
 import pytest
 
-from sprint2.images import (PAD_VALUE, Resize, box_iou, decode_image, decode_resized, reduction_factor,
-                            resize_image, transform_boxes, untransform_boxes)
+from sprint2.images import (
+    PAD_VALUE,
+    Resize,
+    box_iou,
+    decode_image,
+    decode_jpeg_scaled,
+    decode_resized,
+    reduction_factor,
+    resize_image,
+    scan_jpeg,
+    transform_boxes,
+    untransform_boxes,
+)
 from sprint2.voc import DataError
 
 
@@ -29,6 +40,7 @@ def jpeg_bytes() -> bytes:
 
 
 # -------------------------------------------------------------------------------------------- decoding
+
 
 def test_decode_jpeg_is_rgb(tmp_path):
     bgr = np.zeros((40, 50, 3), np.uint8)
@@ -56,7 +68,9 @@ def test_decode_gray_alpha_and_16_bit(tmp_path):
     deep[0, 0] = (0, 257 * 100, 257 * 3)
     (tmp_path / "d.png").write_bytes(encode(deep, ".png"))
     img = decode_image(tmp_path / "d.png")
-    assert img.dtype == np.uint8 and img[1, 1].tolist() == [255, 255, 255] and img[0, 0].tolist() == [3, 100, 0]
+    assert (
+        img.dtype == np.uint8 and img[1, 1].tolist() == [255, 255, 255] and img[0, 0].tolist() == [3, 100, 0]
+    )
 
 
 def test_decode_tolerates_padding_after_eoi(tmp_path, jpeg_bytes):
@@ -64,15 +78,18 @@ def test_decode_tolerates_padding_after_eoi(tmp_path, jpeg_bytes):
     assert decode_image(tmp_path / "p.jpg").shape == (60, 80, 3)
 
 
-@pytest.mark.parametrize("make, reason", [
-    (lambda b: None, "image file missing"),
-    (lambda b: b"", "empty file"),
-    (lambda b: b"hello, I am text wearing a .jpg name\n", "not a decodable image"),
-    (lambda b: b[: len(b) // 2], "truncated JPEG"),
-    (lambda b: b[:-2], "truncated JPEG"),
-    (lambda b: b[:40], "truncated JPEG"),
-    (lambda b: b + b"GARBAGE-AFTER-END", "unexpected bytes after the EOI marker"),
-])
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda b: None, "image file missing"),
+        (lambda b: b"", "empty file"),
+        (lambda b: b"hello, I am text wearing a .jpg name\n", "not a decodable image"),
+        (lambda b: b[: len(b) // 2], "truncated JPEG"),
+        (lambda b: b[:-2], "truncated JPEG"),
+        (lambda b: b[:40], "truncated JPEG"),
+        (lambda b: b + b"GARBAGE-AFTER-END", "unexpected bytes after the EOI marker"),
+    ],
+)
 def test_decode_errors(tmp_path, jpeg_bytes, make, reason):
     path = tmp_path / "bad.jpg"
     data = make(jpeg_bytes)
@@ -137,6 +154,7 @@ def test_raccoon_grayscale_and_truncated(shared_datasets, tmp_path):
 
 # -------------------------------------------------------------------------------------------- resizing
 
+
 def rect_image(h: int, w: int, box: tuple[int, int, int, int]) -> np.ndarray:
     img = np.zeros((h, w, 3), np.uint8)
     x0, y0, x1, y1 = box
@@ -154,11 +172,22 @@ def test_stretch_uses_area_when_shrinking_and_linear_when_growing():
     assert np.array_equal(big, cv2.resize(img, (300, 200), interpolation=cv2.INTER_LINEAR))
 
 
-@pytest.mark.parametrize("shape, size", [
-    ((90, 120, 3), 48), ((90, 120, 3), (50, 37)), ((240, 320, 3), 128), ((240, 320, 3), (100, 37)),
-    ((240, 320, 3), (120, 160)), ((193, 261, 3), 128), ((193, 261, 3), (97, 128)), ((240, 320), 128),
-    ((240, 320), (120, 160)), ((64, 80, 4), 48), ((64, 80, 4), (32, 40)),
-])
+@pytest.mark.parametrize(
+    "shape, size",
+    [
+        ((90, 120, 3), 48),
+        ((90, 120, 3), (50, 37)),
+        ((240, 320, 3), 128),
+        ((240, 320, 3), (100, 37)),
+        ((240, 320, 3), (120, 160)),
+        ((193, 261, 3), 128),
+        ((193, 261, 3), (97, 128)),
+        ((240, 320), 128),
+        ((240, 320), (120, 160)),
+        ((64, 80, 4), 48),
+        ((64, 80, 4), (32, 40)),
+    ],
+)
 def test_shrinking_gives_exactly_opencvs_uint8_area_result(shape, size):
     """resize_image may take a faster route to INTER_AREA, but never different pixels."""
     img = cv2.GaussianBlur(np.random.default_rng(7).integers(0, 256, shape, dtype=np.uint8), (0, 0), 1.5)
@@ -178,8 +207,10 @@ def test_letterbox_keeps_aspect_and_centres():
         resize_image(img, 64, mode="squash")
 
 
-@pytest.mark.parametrize("shape, box", [((120, 200), (30, 20, 140, 90)), ((64, 48), (5, 10, 40, 33)),
-                                        ((300, 90), (10, 150, 80, 290))])
+@pytest.mark.parametrize(
+    "shape, box",
+    [((120, 200), (30, 20, 140, 90)), ((64, 48), (5, 10, 40, 33)), ((300, 90), (10, 150, 80, 290))],
+)
 @pytest.mark.parametrize("size", [48, (96, 64), 256])
 @pytest.mark.parametrize("mode", ["stretch", "letterbox"])
 def test_transform_boxes_bound_the_resized_rectangle(shape, box, size, mode):
@@ -208,6 +239,7 @@ def test_box_iou():
 
 # ------------------------------------------------------------------------------- reduced JPEG decoding
 
+
 def textured(h: int, w: int, seed: int = 0) -> np.ndarray:
     """A smooth but non-trivial BGR image (gradients plus blurred noise), like a photo at JPEG quality."""
     rng = np.random.default_rng(seed)
@@ -226,28 +258,36 @@ def with_exif_orientation(jpeg: bytes, orientation: int) -> bytes:
     return jpeg[:2] + b"\xff\xe1" + (len(payload) + 2).to_bytes(2, "big") + payload + jpeg[2:]
 
 
-@pytest.mark.parametrize("w, h, size, mode, factor", [
-    (640, 480, 128, "stretch", 2),      # bccd: 480 / 4 = 120 < 128
-    (640, 480, 128, "letterbox", 4),    # letterbox content is 128 x 96
-    (1024, 768, 128, "stretch", 4),
-    (2048, 2048, 128, "stretch", 8),
-    (2048, 2048, 300, "stretch", 4),
-    (255, 300, 128, "stretch", 1),      # floor(255 / 2) = 127 < 128: no upscaling, ever
-    (256, 256, 128, "stretch", 2),
-    (640, 480, (64, 320), "stretch", 2),  # (height, width): 640 / 4 = 160 < 320
-    (100, 80, 128, "stretch", 1),
-])
+@pytest.mark.parametrize(
+    "w, h, size, mode, factor",
+    [
+        (640, 480, 128, "stretch", 2),  # bccd: 480 / 4 = 120 < 128
+        (640, 480, 128, "letterbox", 4),  # letterbox content is 128 x 96
+        (1024, 768, 128, "stretch", 4),
+        (2048, 2048, 128, "stretch", 8),
+        (2048, 2048, 300, "stretch", 4),
+        (255, 300, 128, "stretch", 1),  # floor(255 / 2) = 127 < 128: no upscaling, ever
+        (256, 256, 128, "stretch", 2),
+        (640, 480, (64, 320), "stretch", 2),  # (height, width): 640 / 4 = 160 < 320
+        (100, 80, 128, "stretch", 1),
+    ],
+)
 def test_reduction_factor_is_the_largest_that_still_covers_the_target(w, h, size, mode, factor):
     assert reduction_factor(w, h, size, mode) == factor
 
 
-@pytest.mark.parametrize("w, h, size, mode, factor", [
-    (512, 384, 64, "stretch", 4),
-    (640, 480, 128, "stretch", 2),
-    (640, 480, 128, "letterbox", 4),
-    (1024, 512, (48, 96), "stretch", 8),
-])
-def test_reduced_decode_matches_full_decode_when_the_factor_divides_the_size(tmp_path, w, h, size, mode, factor):
+@pytest.mark.parametrize(
+    "w, h, size, mode, factor",
+    [
+        (512, 384, 64, "stretch", 4),
+        (640, 480, 128, "stretch", 2),
+        (640, 480, 128, "letterbox", 4),
+        (1024, 512, (48, 96), "stretch", 8),
+    ],
+)
+def test_reduced_decode_matches_full_decode_when_the_factor_divides_the_size(
+    tmp_path, w, h, size, mode, factor
+):
     path = tmp_path / "big.jpg"
     path.write_bytes(encode(textured(h, w), ".jpg"))
     assert reduction_factor(w, h, size, mode) == factor
@@ -282,13 +322,11 @@ def test_reduced_decode_of_an_odd_size_maps_boxes_onto_the_decoded_pixels(tmp_pa
 
 
 def test_reduced_decode_keeps_grayscale_and_ignores_exif_rotation(tmp_path):
-    from sprint2 import images
-
     # Square, so a rotated decode would have the expected size and only the pixels could tell.
     gray = cv2.cvtColor(textured(512, 512, seed=1), cv2.COLOR_BGR2GRAY)
     path = tmp_path / "gray.jpg"
     path.write_bytes(with_exif_orientation(encode(gray, ".jpg"), 6))  # 6: "rotate 90 degrees to view"
-    assert images._jpeg_scan(path.read_bytes()) == (None, (512, 512))  # frame header found past the EXIF segment
+    assert scan_jpeg(path.read_bytes()) == (None, (512, 512))  # frame header found past the EXIF segment
     assert reduction_factor(512, 512, 64) == 8
     img, how, real = decode_resized(path, 64)
     assert real == (512, 512) and img.shape == (64, 64, 3)
@@ -299,7 +337,7 @@ def test_reduced_decode_keeps_grayscale_and_ignores_exif_rotation(tmp_path):
 
 
 def test_non_jpeg_and_deep_images_decode_at_full_size(tmp_path):
-    deep = (textured(300, 400, seed=2).astype(np.uint16) * 257)
+    deep = textured(300, 400, seed=2).astype(np.uint16) * 257
     bgra = np.dstack([textured(300, 400, seed=4), np.full((300, 400), 9, np.uint8)])
     for name, pixels in (("deep.png", deep), ("alpha.png", bgra), ("big.png", textured(600, 800))):
         path = tmp_path / name
@@ -311,11 +349,14 @@ def test_non_jpeg_and_deep_images_decode_at_full_size(tmp_path):
             assert np.array_equal(img, full), (name, mode)
 
 
-@pytest.mark.parametrize("make, reason", [
-    (lambda b: b[: len(b) // 2], "truncated JPEG"),
-    (lambda b: b + b"GARBAGE-AFTER-END", "unexpected bytes after the EOI marker"),
-    (lambda b: b"", "empty file"),
-])
+@pytest.mark.parametrize(
+    "make, reason",
+    [
+        (lambda b: b[: len(b) // 2], "truncated JPEG"),
+        (lambda b: b + b"GARBAGE-AFTER-END", "unexpected bytes after the EOI marker"),
+        (lambda b: b"", "empty file"),
+    ],
+)
 def test_reduced_decode_refuses_what_decode_image_refuses(tmp_path, make, reason):
     path = tmp_path / "bad.jpg"
     path.write_bytes(make(encode(textured(480, 640), ".jpg")))
@@ -341,29 +382,37 @@ def test_reduced_decode_on_the_real_datasets(shared_datasets):
         assert real == (image.shape[1], image.shape[0]) and img.shape == full.shape
         box = np.array([[0, 0, real[0], real[1]]])
         tol = (n - 1) * max(full_how.scale_x, full_how.scale_y) + 1e-4
-        np.testing.assert_allclose(transform_boxes(box, how), transform_boxes(box, full_how), atol=tol, rtol=0)
+        np.testing.assert_allclose(
+            transform_boxes(box, how), transform_boxes(box, full_how), atol=tol, rtol=0
+        )
         assert np.abs(img.astype(int) - full).mean() < 8.0, path.name
     assert reduced > len(paths) // 2
 
 
 def test_import_does_not_set_opencv_threads():
-    code = ("import cv2; n = cv2.getNumThreads(); import sprint2.images, sprint2.voc, sprint2.synthetic; "
-            "import sys; assert cv2.getNumThreads() == n, (n, cv2.getNumThreads()); "
-            "assert 'tensorflow' not in sys.modules")
+    code = (
+        "import cv2; n = cv2.getNumThreads(); import sprint2.images, sprint2.voc, sprint2.synthetic; "
+        "import sys; assert cv2.getNumThreads() == n, (n, cv2.getNumThreads()); "
+        "assert 'tensorflow' not in sys.modules"
+    )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).resolve().parents[1])
 
 
-def _opencv_only(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Make decode_resized take its OpenCV path, as if simplejpeg had refused every file."""
-    from sprint2 import images
+def test_scan_jpeg_names_what_is_wrong(jpeg_bytes):
+    assert scan_jpeg(jpeg_bytes) == (None, (80, 60))
+    assert scan_jpeg(b"\x89PNG\r\n\x1a\n")[0].startswith("not a JPEG")
+    assert scan_jpeg(jpeg_bytes[:-2])[0].startswith("truncated JPEG")
+    assert scan_jpeg(jpeg_bytes + b"tail")[0] == "corrupt JPEG (4 unexpected bytes after the EOI marker)"
+    assert scan_jpeg(jpeg_bytes[:30]) == ("truncated JPEG (stream ends inside a segment)", None)
 
-    monkeypatch.setattr(images, "_decode_jpeg_rgb", lambda *args: None)
 
-
-def test_simplejpeg_and_opencv_paths_give_identical_results(tmp_path, monkeypatch, shared_datasets_or_none):
+def test_simplejpeg_and_opencv_paths_give_identical_results(tmp_path, shared_datasets_or_none):
     files = []
-    for name, pixels in (("odd.jpg", textured(333, 517, seed=5)), ("small.jpg", textured(40, 50, seed=6)),
-                         ("gray.jpg", cv2.cvtColor(textured(480, 640, seed=7), cv2.COLOR_BGR2GRAY))):
+    for name, pixels in (
+        ("odd.jpg", textured(333, 517, seed=5)),
+        ("small.jpg", textured(40, 50, seed=6)),
+        ("gray.jpg", cv2.cvtColor(textured(480, 640, seed=7), cv2.COLOR_BGR2GRAY)),
+    ):
         files.append(tmp_path / name)
         files[-1].write_bytes(encode(pixels, ".jpg"))
     files.append(tmp_path / "exif.jpg")
@@ -371,36 +420,29 @@ def test_simplejpeg_and_opencv_paths_give_identical_results(tmp_path, monkeypatc
     if shared_datasets_or_none is not None:  # every 10th real image too, when ../shared is there
         files += sorted((shared_datasets_or_none / "raccoon" / "images").glob("*.jpg"))[::10]
         files += sorted((shared_datasets_or_none / "bccd" / "JPEGImages").glob("*.jpg"))[::10]
-    cases = [(f, size, mode) for f in files for size, mode in ((128, "stretch"), (64, "letterbox"), (300, "stretch"))]
-    from sprint2 import images
-
-    accepted = []
-    real_decoder = images._decode_jpeg_rgb
-
-    def spy(*args):
-        img = real_decoder(*args)
-        accepted.append(img is not None)
-        return img
-
-    monkeypatch.setattr(images, "_decode_jpeg_rgb", spy)
-    fast = [decode_resized(f, size, mode) for f, size, mode in cases]
-    assert len(accepted) == len(cases) and all(accepted)  # simplejpeg really decoded every case
-    _opencv_only(monkeypatch)
-    for (f, size, mode), (img, how, real) in zip(cases, fast):
-        ref_img, ref_how, ref_real = decode_resized(f, size, mode)
+    cases = [
+        (f, size, mode)
+        for f in files
+        for size, mode in ((128, "stretch"), (64, "letterbox"), (300, "stretch"))
+    ]
+    for f, size, mode in cases:
+        data = f.read_bytes()
+        problem, frame = scan_jpeg(data)
+        assert problem is None and frame is not None, f.name
+        factor = reduction_factor(*frame, size, mode)
+        assert decode_jpeg_scaled(data, frame, factor) is not None, (f.name, factor)  # simplejpeg takes it
+        img, how, real = decode_resized(f, size, mode)
+        ref_img, ref_how, ref_real = decode_resized(f, size, mode, prefer_simplejpeg=False)
         assert (how, real) == (ref_how, ref_real), f.name
         assert np.array_equal(img, ref_img), (f.name, size, mode)
 
 
-def test_simplejpeg_refusals_fall_back_to_opencv(tmp_path, monkeypatch):
-    from sprint2 import images
-
+def test_simplejpeg_refusals_fall_back_to_opencv(tmp_path):
     data = encode(textured(480, 640), ".jpg")
-    assert images._decode_jpeg_rgb(data, (640, 480), 2, tmp_path / "x.jpg").shape == (240, 320, 3)
+    assert decode_jpeg_scaled(data, (640, 480), 2).shape == (240, 320, 3)
     cut = tmp_path / "cut.jpg"  # entropy data cut short but closed with EOI: libjpeg only warns
     cut.write_bytes(data[:2000] + b"\xff\xd9")
-    assert images._decode_jpeg_rgb(cut.read_bytes(), (640, 480), 2, cut) is None  # strict: refused
-    img, how, real = decode_resized(cut, 64)  # ... so OpenCV decides, exactly as before simplejpeg
-    _opencv_only(monkeypatch)
-    ref_img, ref_how, ref_real = decode_resized(cut, 64)
+    assert decode_jpeg_scaled(cut.read_bytes(), (640, 480), 2, cut) is None  # strict: refused
+    img, how, real = decode_resized(cut, 64)  # ... so OpenCV decides, as it does without simplejpeg
+    ref_img, ref_how, ref_real = decode_resized(cut, 64, prefer_simplejpeg=False)
     assert (how, real) == (ref_how, ref_real) and np.array_equal(img, ref_img)

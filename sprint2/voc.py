@@ -72,6 +72,7 @@ class Sample:
 
 # --------------------------------------------------------------------------------------------- parsing
 
+
 def _safe_parser() -> etree.XMLParser:
     """An lxml parser that never expands entities, loads DTDs, touches the network or builds huge trees.
 
@@ -80,9 +81,14 @@ def _safe_parser() -> etree.XMLParser:
     """
     parser = getattr(_PARSERS, "parser", None)
     if parser is None:
-        parser = _PARSERS.parser = etree.XMLParser(resolve_entities=False, no_network=True, load_dtd=False,
-                                                   dtd_validation=False, huge_tree=False,
-                                                   remove_blank_text=True)
+        parser = _PARSERS.parser = etree.XMLParser(
+            resolve_entities=False,
+            no_network=True,
+            load_dtd=False,
+            dtd_validation=False,
+            huge_tree=False,
+            remove_blank_text=True,
+        )
     return parser
 
 
@@ -233,12 +239,17 @@ def _default_image_path(xml_path: Path, filename: str | None) -> Path:
     return dirs[-1] / names[0]
 
 
-def parse_annotation(xml_path: Path | str, image_path: Path | str | None = None,
-                     class_names: Sequence[str] | None = None, check: bool = True) -> Annotation:
+def parse_annotation(
+    xml_path: Path | str,
+    image_path: Path | str | None = None,
+    class_names: Sequence[str] | None = None,
+    check: bool = True,
+) -> Annotation:
     """Parse one VOC XML file into an Annotation; DataError(path, reason) for anything wrong.
 
-    check=True also refuses degenerate boxes (xmax <= xmin or ymax <= ymin) and, when class_names
-    is given, unknown classes. Boxes are checked against the real image by check_against_image().
+    With class_names, an unknown class is a DataError. check=True also refuses degenerate boxes
+    (xmax <= xmin or ymax <= ymin); check=False keeps them, so that screen_boxes() can drop them one
+    by one. Boxes are checked against the real image by screen_boxes() or check_against_image().
     """
     xml_path = xml_path if isinstance(xml_path, Path) else Path(xml_path)
     root = _load_xml(xml_path)
@@ -269,15 +280,28 @@ def parse_annotation(xml_path: Path | str, image_path: Path | str | None = None,
         if bndbox is None:
             raise DataError(xml_path, f"{where}missing bndbox")
         box = _box(xml_path, where, _children(bndbox))
-        if check and (box[2] <= box[0] or box[3] <= box[1]):
-            raise DataError(xml_path, f"{where}degenerate box {_fmt_box(box)} (needs xmax > xmin and ymax > ymin)")
-        if check and known is not None and name not in known:
+        flat = _degenerate(box) if check else None
+        if flat:
+            raise DataError(xml_path, where + flat)
+        if known is not None and name not in known:
             raise DataError(xml_path, f"{where}unknown class {name!r} (known: {', '.join(sorted(known))})")
-        objects.append(VocObject(name, box, _flag_of(xml_path, where, "difficult", difficult),
-                                 _flag_of(xml_path, where, "truncated", truncated)))
+        objects.append(
+            VocObject(
+                name,
+                box,
+                _flag_of(xml_path, where, "difficult", difficult),
+                _flag_of(xml_path, where, "truncated", truncated),
+            )
+        )
     image_path = image_path if isinstance(image_path, Path) else Path(image_path)
-    return Annotation(xml_path=xml_path, image_path=image_path, width=width, height=height,
-                      depth=depth, objects=tuple(objects))
+    return Annotation(
+        xml_path=xml_path,
+        image_path=image_path,
+        width=width,
+        height=height,
+        depth=depth,
+        objects=tuple(objects),
+    )
 
 
 def _box(xml_path: Path, where: str, corners: dict[str, etree._Element]) -> tuple[float, float, float, float]:
@@ -287,8 +311,12 @@ def _box(xml_path: Path, where: str, corners: dict[str, etree._Element]) -> tupl
     empty or non-finite value) is re-read field by field to raise the precise DataError.
     """
     try:
-        box = (float(corners["xmin"].text), float(corners["ymin"].text),  # type: ignore[arg-type]
-               float(corners["xmax"].text), float(corners["ymax"].text))  # type: ignore[arg-type]
+        box = (
+            float(corners["xmin"].text),
+            float(corners["ymin"].text),  # type: ignore[arg-type]
+            float(corners["xmax"].text),
+            float(corners["ymax"].text),
+        )  # type: ignore[arg-type]
         if math.isfinite(box[0] + box[1] + box[2] + box[3]):
             return box
     except (KeyError, TypeError, ValueError):
@@ -306,34 +334,68 @@ def _fmt_box(box: Sequence[float]) -> str:
     return "(" + ", ".join(f"{v:g}" for v in box) + ")"
 
 
-def check_against_image(ann: Annotation, width: int, height: int) -> Annotation:
-    """Reconcile an annotation with the decoded image: the real size wins, boxes must lie inside it.
+def _degenerate(box: Sequence[float]) -> str | None:
+    """Why a box has no area (xmax <= xmin or ymax <= ymin), or None when it has some."""
+    if box[2] <= box[0] or box[3] <= box[1]:
+        return f"degenerate box {_fmt_box(box)} (needs xmax > xmin and ymax > ymin)"
+    return None
 
-    A <size> that disagrees is logged and replaced. Boxes may overshoot by BOX_TOLERANCE_PX (1 px,
-    VOC's 1-based convention) and are then clipped; anything further out is a DataError.
+
+def screen_boxes(ann: Annotation, width: int, height: int) -> tuple[Annotation, list[tuple[int, str]]]:
+    """Reconcile an annotation with its decoded image, keeping the boxes that fit and dropping the rest.
+
+    The real size wins over <size> (a disagreement is logged). A box may overshoot by
+    BOX_TOLERANCE_PX (1 px, VOC's 1-based convention) and is then clipped. A degenerate box, one
+    further out, or one with no area inside the image is dropped: the result holds the kept objects
+    and (1-based object index, reason) per dropped one. An image without pixels is a DataError.
     """
     if width <= 0 or height <= 0:
         raise DataError(ann.image_path, f"image has no pixels ({width}x{height})")
     if (ann.width, ann.height) != (0, 0) and (ann.width, ann.height) != (width, height):
-        logger.warning("%s: <size> says %dx%d but the image %s is %dx%d; using the image's size",
-                       ann.xml_path, ann.width, ann.height, ann.image_path.name, width, height)
+        logger.warning(
+            "%s: <size> says %dx%d but the image %s is %dx%d; using the image's size",
+            ann.xml_path,
+            ann.width,
+            ann.height,
+            ann.image_path.name,
+            width,
+            height,
+        )
     tol = BOX_TOLERANCE_PX
-    objects = []
+    kept, dropped = [], []
+    image = f"the {width}x{height} image {ann.image_path.name}"
     for index, obj in enumerate(ann.objects, start=1):
         x0, y0, x1, y1 = obj.box
         if 0.0 <= x0 < x1 <= width and 0.0 <= y0 < y1 <= height:  # the usual case: nothing to clip
-            objects.append(obj)
+            kept.append(obj)
+            continue
+        flat = _degenerate(obj.box)
+        if flat:
+            dropped.append((index, flat))
             continue
         if x0 < -tol or y0 < -tol or x1 > width + tol or y1 > height + tol:
-            raise DataError(ann.xml_path, f"object {index}: box {_fmt_box(obj.box)} outside the "
-                                          f"{width}x{height} image {ann.image_path.name}")
-        clipped = (min(max(x0, 0.0), width), min(max(y0, 0.0), height),
-                   min(max(x1, 0.0), width), min(max(y1, 0.0), height))
-        if clipped[2] <= clipped[0] or clipped[3] <= clipped[1]:
-            raise DataError(ann.xml_path, f"object {index}: box {_fmt_box(obj.box)} has no area inside "
-                                          f"the {width}x{height} image {ann.image_path.name}")
-        objects.append(obj._replace(box=clipped) if clipped != obj.box else obj)
-    return Annotation(ann.xml_path, ann.image_path, width, height, ann.depth, tuple(objects))
+            dropped.append((index, f"box {_fmt_box(obj.box)} outside {image}"))
+            continue
+        clipped = (
+            min(max(x0, 0.0), width),
+            min(max(y0, 0.0), height),
+            min(max(x1, 0.0), width),
+            min(max(y1, 0.0), height),
+        )
+        if _degenerate(clipped):
+            dropped.append((index, f"box {_fmt_box(obj.box)} has no area inside {image}"))
+            continue
+        kept.append(obj._replace(box=clipped) if clipped != obj.box else obj)
+    return Annotation(ann.xml_path, ann.image_path, width, height, ann.depth, tuple(kept)), dropped
+
+
+def check_against_image(ann: Annotation, width: int, height: int) -> Annotation:
+    """screen_boxes() that tolerates no bad box: the first one is a DataError naming the annotation file."""
+    checked, dropped = screen_boxes(ann, width, height)
+    if dropped:
+        index, reason = dropped[0]
+        raise DataError(ann.xml_path, f"object {index}: {reason}")
+    return checked
 
 
 def class_names_from(annotations: Iterable[Annotation]) -> list[str]:
@@ -342,6 +404,7 @@ def class_names_from(annotations: Iterable[Annotation]) -> list[str]:
 
 
 # ------------------------------------------------------------------------------------------- discovery
+
 
 def _listing(folder: Path, suffixes: Sequence[str]) -> list[Path]:
     """Files in folder with one of the suffixes (not hidden), sorted by name.
@@ -356,8 +419,11 @@ def _listing(folder: Path, suffixes: Sequence[str]) -> list[Path]:
 
 def _counts(entry: os.DirEntry, suffixes: Sequence[str]) -> bool:
     """Whether a listed entry is a file with one of the suffixes (case-insensitive) and not hidden."""
-    return (not entry.name.startswith(".") and os.path.splitext(entry.name)[1].lower() in suffixes
-            and entry.is_file())
+    return (
+        not entry.name.startswith(".")
+        and os.path.splitext(entry.name)[1].lower() in suffixes
+        and entry.is_file()
+    )
 
 
 def _holds(folder: Path) -> tuple[bool, bool]:
@@ -432,13 +498,17 @@ def _discover_voc(root: Path, split: str | None) -> list[Sample]:
                 continue
             xml = ann_dir / f"{fields[0]}.xml"
             if not xml.is_file():
-                raise DataError(split_file, f"line {lineno}: id {fields[0]!r} has no annotation {xml.name} in {ann_dir}")
+                raise DataError(
+                    split_file, f"line {lineno}: id {fields[0]!r} has no annotation {xml.name} in {ann_dir}"
+                )
             xmls.append(xml)
         xmls = sorted(set(xmls))
     # The devkit's rule: an image is JPEGImages/<id>.jpg, <id> being the annotation's stem. Only an id
     # without such an image falls back to <filename>, so the common case reads no XML here.
-    return [Sample(image_path=by_stem.get(x.stem) or _match(x, by_name, by_stem, img_dir), xml_path=x)
-            for x in xmls]
+    return [
+        Sample(image_path=by_stem.get(x.stem) or _match(x, by_name, by_stem, img_dir), xml_path=x)
+        for x in xmls
+    ]
 
 
 def _discover_folders(root: Path) -> list[Sample] | None:
@@ -456,8 +526,11 @@ def _discover_folders(root: Path) -> list[Sample] | None:
     if not ann_dirs:
         if mixed:
             names = ", ".join(d.name for d in mixed)
-            raise DataError(root, f"no annotations directly here; the subfolders {names} hold image+XML "
-                                  f"pairs: pass split= or one of them as data_dir")
+            raise DataError(
+                root,
+                f"no annotations directly here; the subfolders {names} hold image+XML "
+                f"pairs: pass split= or one of them as data_dir",
+            )
         return None
     # Prefer conventionally named image folders, so images/ is searched before e.g. thumbnails/.
     img_dirs.sort(key=lambda d: (d.name not in _IMAGE_DIRS, d.name))
@@ -487,8 +560,11 @@ def discover(data_dir: Path | str, split: str | None = None) -> list[Sample]:
         samples = _discover_voc(data_dir, split)
     else:
         if split is not None:
-            raise DataError(data_dir, f"split {split!r} requested but there is neither a {split}/ folder "
-                                      f"nor ImageSets/Main/{split}.txt")
+            raise DataError(
+                data_dir,
+                f"split {split!r} requested but there is neither a {split}/ folder "
+                f"nor ImageSets/Main/{split}.txt",
+            )
         xmls = _listing(data_dir, _XML_SUFFIXES)
         if xmls:
             by_name, by_stem = _index_images([data_dir])
@@ -499,6 +575,7 @@ def discover(data_dir: Path | str, split: str | None = None) -> list[Sample]:
         raise DataError(data_dir, "no Pascal VOC annotations (*.xml) found")
     if logger.isEnabledFor(logging.INFO):  # a stat per sample, only worth paying when it is logged
         missing = sum(not s.image_path.is_file() for s in samples)
-        logger.info("%s: found %d annotated samples (%d without an image file)", data_dir, len(samples),
-                    missing)
+        logger.info(
+            "%s: found %d annotated samples (%d without an image file)", data_dir, len(samples), missing
+        )
     return sorted(samples, key=lambda s: (str(s.xml_path), str(s.image_path)))

@@ -22,11 +22,22 @@ class Failure:
 
 
 @dataclass
+class DroppedBox:
+    """A box left out of an image that still loaded: its annotation file, 1-based object index, reason."""
+
+    path: str
+    index: int
+    reason: str
+
+
+@dataclass
 class LoadedDataset:
     """A dataset in memory: (N, H, W, 3) uint8 RGB images plus every box, label and flag of each image.
 
     boxes[i] is (K_i, 4) float32 xmin, ymin, xmax, ymax in resized pixels; labels[i] (K_i,) int32;
     difficult[i] and truncated[i] (K_i,) bool, all False when the loader was not given them.
+    ``failures`` lists the files that did not load, ``dropped`` the invalid boxes left out of images
+    that did; both describe the load, so ``subset`` and ``head`` keep them unchanged.
     """
 
     images: np.ndarray
@@ -39,6 +50,7 @@ class LoadedDataset:
     size: tuple[int, int] = (0, 0)
     difficult: list[np.ndarray] = field(default_factory=list)
     truncated: list[np.ndarray] = field(default_factory=list)
+    dropped: list[DroppedBox] = field(default_factory=list)
 
     def __post_init__(self) -> None:
         for name in ("difficult", "truncated"):
@@ -55,7 +67,7 @@ class LoadedDataset:
         return len(self.boxes)
 
     def subset(self, idx: np.ndarray | list[int]) -> LoadedDataset:
-        """The rows idx, in that order; failures and found stay as they were (they describe the load)."""
+        """The rows idx, in that order; failures, dropped and found describe the load and stay as is."""
         idx = np.asarray(idx, np.int64).reshape(-1)
         pick = [int(i) for i in idx]
         return dataclasses.replace(
@@ -79,13 +91,11 @@ class LoadedDataset:
             return False
         if self.images.shape != other.images.shape or not np.array_equal(self.images, other.images):
             return False
-        plain = ("class_names", "paths", "failures", "found", "size")
+        plain = ("class_names", "paths", "failures", "dropped", "found", "size")
         if any(getattr(self, k) != getattr(other, k) for k in plain) or len(self) != len(other):
             return False
         ragged = ("boxes", "labels", "difficult", "truncated")
-        return all(
-            np.array_equal(a, b) for k in ragged for a, b in zip(getattr(self, k), getattr(other, k))
-        )
+        return all(np.array_equal(a, b) for k in ragged for a, b in zip(getattr(self, k), getattr(other, k)))
 
     def differences(self, other: LoadedDataset) -> list[str]:
         """Names of the fields that differ (empty when same_as holds), for a readable assertion."""

@@ -37,7 +37,8 @@ def test_generate_is_deterministic(tmp_path: Path, capsys: pytest.CaptureFixture
 def test_inspect_clean_data_exits_0_with_the_documented_json(small: Path, capsys) -> None:
     assert main(["inspect", str(small), "--json"]) == 0
     summary = _json(capsys)
-    assert set(summary) == {"images", "objects", "classes", "failed"}
+    assert set(summary) == {"images", "objects", "classes", "failed", "dropped_boxes"}
+    assert summary["dropped_boxes"] == []
     assert summary["images"] == 32 and summary["objects"] == 32 and summary["failed"] == []
     assert sum(summary["classes"].values()) == 32 and len(summary["classes"]) == 3
 
@@ -72,11 +73,16 @@ def test_inspect_real_datasets(shared_datasets: Path, capsys) -> None:
     assert main(["inspect", str(shared_datasets / "raccoon"), "--json"]) == 0
     raccoon = _json(capsys)
     assert (raccoon["images"], raccoon["objects"], raccoon["classes"]) == (200, 217, {"raccoon": 217})
-    assert main(["inspect", str(shared_datasets / "bccd"), "--json"]) == 1
+    assert main(["inspect", str(shared_datasets / "bccd"), "--json"]) == 0  # a bad box is not a failed file
     bccd = _json(capsys)
-    assert sorted(Path(f["path"]).name for f in bccd["failed"]) == ["BloodImage_00338.xml", "BloodImage_00343.xml"]
-    assert all("degenerate" in f["error"] for f in bccd["failed"])
-    assert bccd["images"] == 362 and set(bccd["classes"]) == {"Platelets", "RBC", "WBC"}
+    assert bccd["failed"] == [] and bccd["images"] == 364
+    assert set(bccd["classes"]) == {"Platelets", "RBC", "WBC"}
+    dropped = [(Path(d["path"]).name, d["index"]) for d in bccd["dropped_boxes"]]
+    assert dropped == [("BloodImage_00338.xml", 13), ("BloodImage_00343.xml", 4)]
+    assert all(d["reason"].startswith("degenerate box") for d in bccd["dropped_boxes"])
+    assert main(["inspect", str(shared_datasets / "bccd")]) == 0
+    text = capsys.readouterr().out
+    assert "0 failed, 2 boxes dropped" in text and "BloodImage_00343.xml: object 4: degenerate box" in text
 
 
 def test_bench_loading_json(small: Path, capsys) -> None:

@@ -1,4 +1,5 @@
-"""Tests of sprint2.loading: the fault-tolerant task queue, load_dataset/load_splits/inspect_dataset, the cache.
+"""Tests of the loading stack: the task queue (sprint2.taskqueue), the loaders and their options
+(sprint2.loading), the on-disk cache (sprint2.cache), dropped boxes and the per-box flags.
 
 Task functions are module-level so spawned worker processes can import them from this module.
 """
@@ -6,6 +7,9 @@ Task functions are module-level so spawned worker processes can import them from
 from __future__ import annotations
 
 import concurrent.futures as cf
+import dataclasses
+import logging
+import mmap
 import os
 import signal
 import subprocess
@@ -17,12 +21,13 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from lxml import etree
 
-from sprint2 import loading
+from sprint2 import loading, taskqueue
 from sprint2.images import decode_image, decode_resized, reduction_factor, resize_image, transform_boxes
-from sprint2.loading import (InlineExecutor, LoadedDataset, TaskQueue, inspect_dataset, load_dataset, load_splits,
-                             process_pool_factory)
+from sprint2.loading import LoadedDataset, LoadOptions, inspect_dataset, load_dataset, load_splits
 from sprint2.synthetic import PLANTED, generate, plant_bad_files
+from sprint2.taskqueue import InlineExecutor, TaskQueue, process_pool_factory
 from sprint2.voc import DataError, discover, parse_annotation
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -99,8 +104,13 @@ def test_queue_chunks_bound_in_flight_and_keep_order() -> None:
         out = queue.map(_slow_square, items, chunk_size=5)
     executor.shutdown()
     assert out == [v * v for v in items]
-    assert sorted(executor.chunks) == [[0, 1, 2, 3, 4], [5, 6, 7, 8, 9], [10, 11, 12, 13, 14],
-                                       [15, 16, 17, 18, 19], [20, 21, 22]]
+    assert sorted(executor.chunks) == [
+        [0, 1, 2, 3, 4],
+        [5, 6, 7, 8, 9],
+        [10, 11, 12, 13, 14],
+        [15, 16, 17, 18, 19],
+        [20, 21, 22],
+    ]
     assert executor.peak <= 3
 
 
@@ -156,19 +166,23 @@ def test_queue_does_not_retry_errors_of_the_task_itself() -> None:
 
 def test_process_workers_never_import_tensorflow() -> None:
     """A parent that imported TensorFlow first (as notebooks do) must still get TF-free workers."""
-    code = ("import sys, tensorflow\n"
-            "assert 'tensorflow' in sys.modules\n"
-            "from sprint2.loading import TaskQueue, process_pool_factory\n"
-            "import test_loading\n"
-            "with TaskQueue(process_pool_factory(2), workers=2) as q:\n"
-            "    print('RESULT', q.map(test_loading._tensorflow_loaded, [0, 1, 2, 3], chunk_size=1))\n")
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]),
-               TF_CPP_MIN_LOG_LEVEL="3")
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT / "tests", env=env, capture_output=True,
-                          text=True, timeout=300)
+    code = (
+        "import sys, tensorflow\n"
+        "assert 'tensorflow' in sys.modules\n"
+        "from sprint2.taskqueue import TaskQueue, process_pool_factory\n"
+        "import test_loading\n"
+        "with TaskQueue(process_pool_factory(2), workers=2) as q:\n"
+        "    print('RESULT', q.map(test_loading._tensorflow_loaded, [0, 1, 2, 3], chunk_size=1))\n"
+    )
+    env = dict(
+        os.environ, PYTHONPATH=os.pathsep.join([str(ROOT), str(ROOT / "tests")]), TF_CPP_MIN_LOG_LEVEL="3"
+    )
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT / "tests", env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-2000:]
     assert "RESULT [False, False, False, False]" in proc.stdout
-    assert loading.START_METHOD in ("spawn", "forkserver")
+    assert taskqueue.START_METHOD in ("spawn", "forkserver")
 
 
 def test_auto_uses_threads_when_the_main_script_holds_tensorflow(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -197,14 +211,7 @@ def planted(synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[
 
 
 def assert_same(a: LoadedDataset, b: LoadedDataset) -> None:
-    assert a.images.shape == b.images.shape and np.array_equal(a.images, b.images)
-    assert a.class_names == b.class_names and a.paths == b.paths and a.found == b.found
-    assert a.failures == b.failures and a.size == b.size
-    assert len(a.boxes) == len(b.boxes) == len(a.labels) == len(b.labels)
-    for x, y in zip(a.boxes, b.boxes):
-        np.testing.assert_array_equal(x, y)
-    for x, y in zip(a.labels, b.labels):
-        np.testing.assert_array_equal(x, y)
+    assert a.same_as(b), f"the loads differ in {a.differences(b)}"
 
 
 def test_load_matches_a_direct_parse_decode_resize(synthetic: Path) -> None:
@@ -266,7 +273,9 @@ def test_raise_names_the_file_and_leaves_the_pool_usable(planted: tuple[Path, li
 
 def test_given_class_names_make_unknown_classes_failures(synthetic: Path) -> None:
     full = load_dataset(synthetic, 32, split="train", method="thread")
-    ds = load_dataset(synthetic, 32, split="train", class_names=["horse", "cat"], errors="skip", method="thread")
+    ds = load_dataset(
+        synthetic, 32, split="train", class_names=["horse", "cat"], errors="skip", method="thread"
+    )
     dogs = [p for p, lab in zip(full.paths, full.labels) if full.class_names[lab[0]] == "dog"]
     assert ds.class_names == ["horse", "cat"] and ds.found == 24 and len(ds.failures) == len(dogs) > 0
     assert all("unknown class 'dog'" in f.error for f in ds.failures)
@@ -274,8 +283,7 @@ def test_given_class_names_make_unknown_classes_failures(synthetic: Path) -> Non
         assert ds.class_names[lab[0]] == full.class_names[full.labels[full.paths.index(path)][0]]
 
 
-def test_cache_hit_is_identical_and_a_changed_file_invalidates_it(synthetic: Path, tmp_path: Path,
-                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+def test_cache_hit_is_identical_and_a_changed_file_invalidates_it(synthetic: Path, tmp_path: Path) -> None:
     data = tmp_path / "data"
     data.mkdir()
     for p in (synthetic / "train").iterdir():
@@ -284,10 +292,10 @@ def test_cache_hit_is_identical_and_a_changed_file_invalidates_it(synthetic: Pat
     first = load_dataset(data, 32, method="thread", cache_dir=cache)
     assert len(list(cache.glob("*.npz"))) == 1
 
-    real_run = loading._run_load
-    monkeypatch.setattr(loading, "_run_load", lambda *a, **k: pytest.fail("cache was not used"))
-    assert_same(first, load_dataset(data, 32, method="thread", cache_dir=cache))
-    monkeypatch.setattr(loading, "_run_load", real_run)
+    spy = CountingExecutor(1)  # a cache hit submits no work at all
+    assert_same(first, load_dataset(data, 32, method=spy, cache_dir=cache))
+    spy.shutdown()
+    assert spy.chunks == []
 
     xml = sorted(data.glob("*.xml"))[0]
     text = xml.read_text()
@@ -300,7 +308,9 @@ def test_cache_hit_is_identical_and_a_changed_file_invalidates_it(synthetic: Pat
     assert len(list(cache.glob("*.npz"))) == 3  # the mode is part of the key
 
 
-def test_cache_remembers_failures_and_raise_still_raises(planted: tuple[Path, list[Path]], tmp_path: Path) -> None:
+def test_cache_remembers_failures_and_raise_still_raises(
+    planted: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
     data, bad = planted
     skipped = load_dataset(data, 16, errors="skip", cache_dir=tmp_path)
     again = load_dataset(data, 16, errors="skip", cache_dir=tmp_path)
@@ -332,7 +342,8 @@ def test_load_splits_in_three_layouts(synthetic: Path, tmp_path: Path) -> None:
 def test_inspect_reports_counts_and_every_failure(planted: tuple[Path, list[Path]]) -> None:
     data, bad = planted
     summary = inspect_dataset(data, method="thread")
-    assert set(summary) == {"images", "objects", "classes", "failed"}
+    assert set(summary) == {"images", "objects", "classes", "failed", "dropped_boxes"}
+    assert summary["dropped_boxes"] == []  # each planted box problem is the image's only box
     assert summary["images"] == 24 and summary["objects"] == sum(summary["classes"].values()) >= 24
     assert set(summary["classes"]) == {"cat", "dog", "horse"}
     assert sorted(f["path"] for f in summary["failed"]) == sorted(str(p) for p in bad)
@@ -350,68 +361,222 @@ def test_dask_local_cluster_matches_process_pool(planted: tuple[Path, list[Path]
     assert len(by_dask.failures) == len(PLANTED)
 
 
-class _RemoteLike(cf.Executor):
-    """An executor of unknown kind, standing in for Dask's (whose workers may be on other machines)."""
+class _Opaque(cf.Executor):
+    """An executor of a kind the loader does not know (as Dask's), running tasks in a process pool."""
+
+    def __init__(self, inner: cf.Executor) -> None:
+        self.inner = inner
+
+    def submit(self, fn, /, *args, **kwargs):  # type: ignore[override]
+        return self.inner.submit(fn, *args, **kwargs)
 
 
 def _scratch_files() -> set[Path]:
-    import tempfile
-
-    folders = {Path("/dev/shm"), Path(tempfile.gettempdir())}
-    return {p for d in folders if d.is_dir() for p in d.glob("sprint2-pixels-*")}
+    return set(loading.SHM_DIR.glob("sprint2-pixels-*")) if loading.SHM_DIR.is_dir() else set()
 
 
-def test_memory_scratch_is_mapped_not_copied_and_disk_scratch_is_copied(
-        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    pixels = np.arange(2 * 4 * 4 * 3, dtype=np.uint8).reshape(2, 4, 4, 3)
-    for folder in ("shm", "disk"):
-        (tmp_path / folder).mkdir()
-        (tmp_path / folder / "pixels.u8").write_bytes(pixels.tobytes())
-    monkeypatch.setattr(loading, "_SHM", tmp_path / "shm")
-
-    target = np.zeros_like(pixels)
-    mapped = loading._pixels_from(tmp_path / "shm" / "pixels.u8", target)
-    copied = loading._pixels_from(tmp_path / "disk" / "pixels.u8", target)
-    assert copied is target and np.array_equal(copied, pixels)
-    assert mapped is not target and np.array_equal(mapped, pixels) and mapped.flags.writeable
-    for folder in ("shm", "disk"):  # rewrite both files: only the mapping sees it
-        with open(tmp_path / folder / "pixels.u8", "r+b") as fh:
-            fh.write(b"\xff" * 8)
-    assert (mapped.reshape(-1)[:8] == 255).all() and (copied.reshape(-1)[:8] == pixels.reshape(-1)[:8]).all()
-    (tmp_path / "shm" / "pixels.u8").unlink()  # as the loader does: the mapping outlives the file
-    assert int(mapped.reshape(-1)[-1]) == pixels.size - 1
+def _mapping(images: np.ndarray) -> mmap.mmap | None:
+    """The memory map an array's pixels live in, or None for ordinary memory."""
+    base = images
+    while isinstance(base, np.ndarray):
+        base = base.base
+    return base.obj if isinstance(base, memoryview) and isinstance(base.obj, mmap.mmap) else None
 
 
-def test_pixels_take_the_cheapest_route_and_scratch_files_are_removed(
-        planted: tuple[Path, list[Path]], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_process_pixels_come_through_shared_memory_and_every_route_gives_the_same_data(
+    planted: tuple[Path, list[Path]], monkeypatch: pytest.MonkeyPatch
+) -> None:
     data, _ = planted
-    assert loading._pixel_route("serial", None) == loading._pixel_route("thread", None) == "memory"
-    assert loading._pixel_route("process", None) == "file"
-    assert loading._pixel_route("thread", "local") == loading._pixel_route("dask", None) == "result"
-    with cf.ThreadPoolExecutor(2) as threads:
-        assert loading._pixel_route(threads, None) == "memory"
-    assert loading._pixel_route(_RemoteLike(), None) == "result"  # e.g. Dask's executor: pixels come back
-
-    opened: list[int] = []
-    real = loading._scratch_file
-
-    def spy(nbytes: int):
-        opened.append(nbytes)
-        return real(nbytes)
-
-    monkeypatch.setattr(loading, "_scratch_file", spy)
+    if not loading.SHM_DIR.is_dir():
+        pytest.skip(f"no {loading.SHM_DIR} on this machine")
     before = _scratch_files()
     by_file = load_dataset(data, 32, method="process", errors="skip")
-    assert opened == [(24 + len(PLANTED)) * 32 * 32 * 3]  # one file, a row for every sample found
-    with cf.ThreadPoolExecutor(2) as threads:  # an executor the loader did not build: same pixels
-        assert_same(by_file, load_dataset(data, 32, method=threads, errors="skip"))
-    assert len(opened) == 1
+    mapping = _mapping(by_file.images)
+    assert mapping is not None and len(mapping) == (24 + len(PLANTED)) * 32 * 32 * 3  # a row per sample found
+    assert by_file.images.flags.writeable and _scratch_files() == before  # the file is gone, the map stays
     with pytest.raises(DataError):
         load_dataset(data, 32, method="process", errors="raise", chunk_size=2)
-    assert len(opened) == 2 and _scratch_files() == before  # removed after success and after an error
+    assert _scratch_files() == before  # removed after an error too
 
-    def full(nbytes: int):
-        raise OSError(28, "No space left on device")
+    for method in ("serial", "thread"):  # same process: workers write into the parent's array
+        in_place = load_dataset(data, 32, method=method, errors="skip")
+        assert _mapping(in_place.images) is None
+        assert_same(by_file, in_place)
+    with cf.ThreadPoolExecutor(2) as threads:  # an executor the loader did not build: same pixels
+        assert_same(by_file, load_dataset(data, 32, method=threads, errors="skip"))
+    pool = process_pool_factory(2)()
+    try:  # an unknown executor may run anywhere: the pixels must come back inside the results
+        by_result = load_dataset(data, 32, method=_Opaque(pool), errors="skip")
+    finally:
+        pool.shutdown()
+    assert _mapping(by_result.images) is None
+    assert_same(by_file, by_result)
 
-    monkeypatch.setattr(loading, "_scratch_file", full)  # no room anywhere: pixels take the pipes
-    assert_same(by_file, load_dataset(data, 32, method="process", errors="skip"))
+    monkeypatch.setattr(loading, "SHM_DIR", loading.SHM_DIR / "missing")  # no shared memory: the pipes
+    by_pipe = load_dataset(data, 32, method="process", errors="skip")
+    assert _mapping(by_pipe.images) is None
+    assert_same(by_file, by_pipe)
+
+
+# ------------------------------------------------------------------------------ options
+
+
+def test_options_object_and_keywords_give_the_same_load(synthetic: Path) -> None:
+    options = LoadOptions(size=32, method="serial", errors="skip")
+    by_options = load_dataset(synthetic, split="test", options=options)
+    assert by_options.size == (32, 32)
+    assert_same(by_options, load_dataset(synthetic, 32, split="test", method="serial", errors="skip"))
+    # keywords override the options object, the size argument included
+    wider = load_dataset(synthetic, (32, 48), split="test", options=options, method="thread")
+    assert wider.size == (32, 48)
+    assert load_dataset(synthetic, split="test", options=options, size=24).size == (24, 24)
+    assert load_dataset(synthetic, split="test", method="serial").size == (128, 128)  # LoadOptions' default
+
+    flat = synthetic / "train"
+    a = load_splits(flat, seed=7, test_fraction=0.25, options=LoadOptions(size=32, errors="skip"))
+    b = load_splits(flat, 32, test_fraction=0.25, seed=7, errors="skip", method="serial")
+    assert_same(a[0], b[0])
+    assert_same(a[1], b[1])
+
+
+def test_unknown_options_and_bad_values_are_refused(synthetic: Path) -> None:
+    with pytest.raises(TypeError, match="load_dataset.*'sizes'"):
+        load_dataset(synthetic, split="test", sizes=32)
+    with pytest.raises(TypeError, match="load_splits.*'class_names'"):
+        load_splits(synthetic, 32, class_names=["cat"])
+    for bad in (
+        {"errors": "ignore"},
+        {"mode": "squash"},
+        {"method": "fork"},
+        {"workers": 0},
+        {"chunk_size": -1},
+        {"size": 0},
+    ):
+        with pytest.raises(ValueError):
+            LoadOptions(**bad)
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        LoadOptions().size = 64  # type: ignore[misc]
+
+
+# ------------------------------------------------------------------------------ dropped boxes and flags
+
+
+def add_objects(
+    xml: Path, objects: list[tuple[tuple[float, float, float, float], str]], keep_original: bool = True
+) -> None:
+    """Rewrite a synthetic annotation with extra objects: (box, extra child elements as XML text)."""
+    root = etree.fromstring(xml.read_bytes())
+    first = root.find("object")
+    name = first.findtext("name")
+    if not keep_original:
+        root.remove(first)
+    for box, extra in objects:
+        corners = "".join(f"<{k}>{v:g}</{k}>" for k, v in zip(("xmin", "ymin", "xmax", "ymax"), box))
+        root.append(
+            etree.fromstring(f"<object><name>{name}</name>{extra}<bndbox>{corners}</bndbox></object>")
+        )
+    xml.write_bytes(etree.tostring(root))
+
+
+@pytest.fixture(scope="module")
+def bad_boxes(synthetic: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, list[Path]]:
+    """A copy of the synthetic train folder whose first three annotations hold invalid boxes.
+
+    xmls[0]: its good box, a flagged good box, a degenerate box and one far outside the image;
+    xmls[1]: only a degenerate box; xmls[2]: only two invalid boxes.
+    """
+    data = tmp_path_factory.mktemp("bad-boxes") / "data"
+    data.mkdir()
+    for p in (synthetic / "train").iterdir():
+        (data / p.name).write_bytes(p.read_bytes())
+    xmls = sorted(data.glob("*.xml"))
+    add_objects(
+        xmls[0],
+        [
+            ((2, 3, 20, 30), "<difficult>1</difficult><truncated>1</truncated>"),
+            ((5, 5, 5, 9), ""),
+            ((10, 10, 5000, 20), "<difficult>1</difficult>"),
+        ],
+    )
+    add_objects(xmls[1], [((7, 7, 3, 9), "")], keep_original=False)
+    add_objects(xmls[2], [((7, 7, 7, 9), ""), ((-50, 1, 10, 10), "")], keep_original=False)
+    return data, xmls
+
+
+def test_an_invalid_box_costs_that_box_not_the_image(
+    bad_boxes: tuple[Path, list[Path]], caplog: pytest.LogCaptureFixture
+) -> None:
+    data, xmls = bad_boxes
+    with caplog.at_level(logging.WARNING, logger="sprint2.loading"):
+        ds = load_dataset(data, 32, method="serial", errors="skip")
+    assert ds.found == 24 and len(ds) == 22
+    assert sorted(f.path for f in ds.failures) == [str(xmls[1]), str(xmls[2])]  # no valid box left
+    reasons = {f.path: f.error for f in ds.failures}
+    assert reasons[str(xmls[1])].startswith("object 1: degenerate box (7, 7, 3, 9)")
+    assert "object 1: degenerate box" in reasons[str(xmls[2])]
+    assert "object 2: box (-50, 1, 10, 10) outside the" in reasons[str(xmls[2])]
+
+    assert [(d.path, d.index) for d in ds.dropped] == [(str(xmls[0]), 3), (str(xmls[0]), 4)]
+    assert ds.dropped[0].reason.startswith("degenerate box (5, 5, 5, 9)")
+    assert "outside the" in ds.dropped[1].reason
+    assert "dropped 2 invalid box(es) from 1 image(s)" in caplog.text and str(xmls[0]) in caplog.text
+
+    row = ds.paths.index(parse_annotation(xmls[0], check=False).image_path)
+    assert len(ds.boxes[row]) == len(ds.labels[row]) == 2  # the original box and the flagged one
+    assert ds.difficult[row].tolist() == [False, True] and ds.truncated[row].tolist() == [False, True]
+    assert not any(flags.any() for i, flags in enumerate(ds.difficult) if i != row)
+
+    # the same on every route, through the cache, and in subset/head
+    for method in ("thread", "process"):
+        assert_same(ds, load_dataset(data, 32, method=method, errors="skip"))
+    with pytest.raises(DataError):  # a file with no valid box is still an error under errors="raise"
+        load_dataset(data, 32, method="thread")
+    cache = data.parent / "cache"
+    first = load_dataset(data, 32, method="thread", errors="skip", cache_dir=cache)
+    assert_same(ds, first)
+    assert_same(ds, load_dataset(data, 32, method="thread", errors="skip", cache_dir=cache))
+    assert ds.subset([row]).dropped == ds.head(1).dropped == ds.dropped
+    assert ds.subset([row]).difficult[0].tolist() == [False, True]
+
+
+def test_dropped_boxes_alone_do_not_fail_a_strict_load(
+    bad_boxes: tuple[Path, list[Path]], tmp_path: Path
+) -> None:
+    data, xmls = bad_boxes
+    strict = tmp_path / "strict"
+    strict.mkdir()
+    for p in data.iterdir():
+        if p not in xmls[1:3]:
+            (strict / p.name).write_bytes(p.read_bytes())
+    ds = load_dataset(strict, 32, method="thread", errors="raise")
+    assert len(ds) == 22 and not ds.failures
+    assert [d.index for d in ds.dropped] == [3, 4] and Path(ds.dropped[0].path).name == xmls[0].name
+
+
+def test_inspect_lists_every_dropped_box(bad_boxes: tuple[Path, list[Path]]) -> None:
+    data, xmls = bad_boxes
+    summary = inspect_dataset(data, method="thread")
+    assert summary["images"] == 22 and len(summary["failed"]) == 2
+    assert [(d["path"], d["index"]) for d in summary["dropped_boxes"]] == [
+        (str(xmls[0]), 3),
+        (str(xmls[0]), 4),
+    ]
+    assert all(set(d) == {"path", "index", "reason"} and d["reason"] for d in summary["dropped_boxes"])
+    assert summary["objects"] == 22 + 1  # one box per kept image, plus the flagged extra one
+
+
+def test_bccd_keeps_the_good_boxes_of_the_two_images_with_a_degenerate_one(shared_datasets: Path) -> None:
+    root = shared_datasets / "bccd"
+    ds = load_dataset(root, 64, method="thread", errors="raise")
+    assert ds.found == len(ds) == 364 and not ds.failures
+    assert [(Path(d.path).name, d.index) for d in ds.dropped] == [
+        ("BloodImage_00338.xml", 13),
+        ("BloodImage_00343.xml", 4),
+    ]
+    assert all(d.reason.startswith("degenerate box") for d in ds.dropped)
+    for stem, objects in (("BloodImage_00338", 14), ("BloodImage_00343", 12)):
+        row = [p.stem for p in ds.paths].index(stem)
+        assert len(ds.boxes[row]) == len(ds.labels[row]) == objects - 1
+    summary = inspect_dataset(root, method="thread")
+    assert summary["failed"] == [] and summary["images"] == 364
+    assert [d["index"] for d in summary["dropped_boxes"]] == [13, 4]

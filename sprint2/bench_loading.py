@@ -28,11 +28,10 @@ from typing import Any
 
 import numpy as np
 
-from sprint2.loading import (
-    AUTO_METHOD,
+from sprint2.loading import AUTO_METHOD, load_dataset
+from sprint2.taskqueue import (
     TaskQueue,
     default_workers,
-    load_dataset,
     opencv_threads,
     process_pool_factory,
     warm_process_pool,

@@ -46,8 +46,8 @@ def test_runtime_dependencies_agree_with_environment_yml() -> None:
 # Modules that must import without TensorFlow or Keras (the loading workers and the CLI's start-up).
 LIGHT_MODULES = ["sprint2"] + [
     f"sprint2.{name}"
-    for name in "errors dataset table decode cli report voc images loading synthetic viz bench_loading "
-    "bench_training evaluate".split()
+    for name in "errors dataset table decode cli report voc images taskqueue cache loading synthetic viz "
+    "bench_loading bench_training evaluate".split()
 ]
 
 

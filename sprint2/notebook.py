@@ -1,0 +1,220 @@
+"""What every notebook does first and last: settings for quick and full mode, data, Markdown conclusions.
+
+A notebook's ``parameters`` cell holds its settings; a setting left at None takes its value from
+:data:`SETTINGS` for the mode asked for, so quick mode's smaller numbers live here and nowhere else.
+Light on purpose: notebook 03 calls :func:`setup` before TensorFlow may start.
+"""
+
+from __future__ import annotations
+
+import html
+import logging
+import time
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from sprint2.errors import DataError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
+
+    from sprint2.analysis import Cases
+
+logger = logging.getLogger(__name__)
+
+#: Per notebook, every setting's value in full mode, and in quick mode (the smoke run of `make test`)
+#: the ones it changes. None is a real value: "let the called function decide" (every core, ...).
+SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
+    "01_parallel_loading": {
+        "full": {"size": 128, "repeats": 3},
+        "quick": {"repeats": 1},
+    },
+    "02_box_visualization": {
+        "full": {"size": 128, "n_samples": 8},
+        "quick": {},
+    },
+    "03_cpu_vs_gpu_timing": {
+        "full": {
+            "replicas": [1, 2, 4],
+            "epochs": 3,
+            "batch": 32,
+            "size": 64,
+            "max_images": None,
+            "rounds": 2,
+        },
+        # tracing four replicas alone takes longer than the whole quick report should
+        "quick": {"replicas": [1, 2], "epochs": 2, "batch": 8, "size": 32, "rounds": 1},
+    },
+    "04_mirrored_training": {
+        # epochs, batch and size are sprint2.training.run_training's defaults
+        "full": {
+            "strategy": "auto",
+            "replicas": None,
+            "epochs": 40,
+            "batch": 16,
+            "size": 64,
+            "seed": 0,
+            "n_cases": 8,
+        },
+        "quick": {"epochs": 2, "batch": 8, "size": 48},
+    },
+    "05_quantization": {
+        "full": {
+            "model_path": None,
+            "repeats": 100,
+            "max_images": None,
+            "num_threads": None,
+            "n_show": 8,
+            "fallback_epochs": 3,
+            "fallback_batch": 16,
+            "fallback_size": 64,
+        },
+        "quick": {"repeats": 10, "fallback_epochs": 2, "fallback_batch": 8, "fallback_size": 48},
+    },
+    "06_scaling_out": {
+        "full": {"size": 64, "epochs": 3, "timeout": 300},
+        "quick": {"size": 32, "epochs": 1},
+    },
+}
+
+
+#: Notebooks that run a strategy in their own process: MirroredStrategy and SavedModel export log
+#: every call at INFO through the "tensorflow" logger, which would bury the outputs.
+QUIET_TENSORFLOW = frozenset({"03_cpu_vs_gpu_timing", "04_mirrored_training", "05_quantization"})
+
+
+@dataclass(frozen=True)
+class NotebookSetup:
+    """A notebook's resolved settings and paths; ``cfg.size`` reads the setting ``size``."""
+
+    name: str
+    quick: bool
+    out: Path
+    data: Path
+    settings: Mapping[str, Any] = field(default_factory=dict)
+
+    @property
+    def train_dir(self) -> Path:
+        """The training images: data/train when the dataset has split folders, else data itself."""
+        return self.data / "train" if (self.data / "train").is_dir() else self.data
+
+    def __getattr__(self, key: str) -> Any:
+        settings = self.__dict__.get("settings", {})
+        if key.startswith("_") or key not in settings:
+            raise AttributeError(f"{self.__dict__.get('name', 'notebook')} has no setting {key!r}")
+        return settings[key]
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The settings as (setting, value) rows, paths and mode first."""
+        head = {"mode": "quick" if self.quick else "full", "data": str(self.data), "out": str(self.out)}
+        return [{"setting": k, "value": v} for k, v in {**head, **self.settings}.items()]
+
+    def _repr_html_(self) -> str:
+        body = "".join(
+            f"<tr><td>{html.escape(str(r['setting']))}</td><td>{html.escape(str(r['value']))}</td></tr>"
+            for r in self.rows()
+        )
+        return f"<table><thead><tr><th>setting</th><th>value</th></tr></thead><tbody>{body}</tbody></table>"
+
+    def __str__(self) -> str:
+        return "\n".join(f"{r['setting']}: {r['value']}" for r in self.rows())
+
+
+def resolve(name: str, quick: bool, **parameters: Any) -> dict[str, Any]:
+    """Every setting of notebook `name`: the given value, or the table's for the mode when it is None."""
+    if name not in SETTINGS:
+        raise ValueError(f"unknown notebook {name!r}; known: {', '.join(SETTINGS)}")
+    table = {**SETTINGS[name]["full"], **(SETTINGS[name]["quick"] if quick else {})}
+    unknown = sorted(set(parameters) - set(table))
+    if unknown:
+        raise ValueError(
+            f"{name}: unknown parameter(s) {', '.join(unknown)}; its settings are {', '.join(table)}"
+        )
+    return {
+        key: default if parameters.get(key) is None else parameters[key] for key, default in table.items()
+    }
+
+
+def setup(
+    name: str,
+    *,
+    data_dir: str | Path | None = None,
+    out_dir: str | Path = "../reports",
+    quick: bool = False,
+    **parameters: Any,
+) -> NotebookSetup:
+    """Resolve a notebook's settings, create out_dir and find or generate its data.
+
+    Without data_dir the default synthetic dataset (quick or full) is generated under out_dir/data.
+    """
+    settings = resolve(name, bool(quick), **parameters)
+    out = Path(out_dir).resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    if data_dir:
+        data = Path(data_dir).resolve()
+        if not data.is_dir():
+            raise DataError(data, "data folder does not exist")
+    else:
+        from sprint2.synthetic import ensure_dataset
+
+        data = ensure_dataset(out / "data", quick=bool(quick)).resolve()
+    if name in QUIET_TENSORFLOW:
+        logging.getLogger("tensorflow").setLevel(logging.WARNING)
+    logger.info("%s: %s mode, data %s, settings %s", name, "quick" if quick else "full", data, settings)
+    return NotebookSetup(name=name, quick=bool(quick), out=out, data=data, settings=settings)
+
+
+def say(template: str, **figures: Any) -> None:
+    """Display `template`, filled with this run's figures by str.format, as Markdown in the notebook."""
+    from IPython.display import Markdown, display
+
+    display(Markdown(template.format(**figures)))
+
+
+def plot_cases(
+    images: np.ndarray,
+    cases: Cases,
+    idx: Sequence[int] | np.ndarray,
+    class_names: Sequence[str],
+    title: str,
+    ncols: int = 4,
+) -> Figure:
+    """Ground truth against prediction for the images idx of an analysis.analyse_cases result."""
+    from sprint2 import viz
+
+    idx = np.asarray(idx, np.int64)
+    return viz.plot_gt_vs_pred_grid(
+        np.asarray(images)[idx],
+        cases.target_boxes[idx],
+        cases.target_labels[idx],
+        cases.pred_boxes[idx],
+        cases.pred_labels[idx],
+        cases.iou[idx],
+        class_names,
+        ncols=ncols,
+        pred_scores=cases.scores[idx],
+        title=title,
+    )
+
+
+@dataclass
+class Stopwatch:
+    """Seconds spent inside a ``with stopwatch() as t:`` block, in ``t.seconds`` once it ends."""
+
+    seconds: float = 0.0
+
+
+@contextmanager
+def stopwatch() -> Iterator[Stopwatch]:
+    """Time a block with time.perf_counter; the result is set even when the block raises."""
+    watch = Stopwatch()
+    start = time.perf_counter()
+    try:
+        yield watch
+    finally:
+        watch.seconds = time.perf_counter() - start

@@ -7,7 +7,6 @@ benchmarks, training and quantization return, and gives back numbers or rows for
 from __future__ import annotations
 
 import dataclasses
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -19,8 +18,6 @@ from sprint2.dataset import Failure, LoadedDataset
 from sprint2.errors import DataError
 from sprint2.evaluate import largest_index, pairwise_iou
 from sprint2.images import box_iou
-
-logger = logging.getLogger(__name__)
 
 Row = dict[str, Any]
 

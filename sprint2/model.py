@@ -65,6 +65,25 @@ class BoxToPixels(layers.Layer):
         return {**super().get_config(), "size": self.size}
 
 
+IOU_EPS = 1e-7  # keeps IoU finite when both boxes are empty; far below float32 resolution for real unions
+
+
+def _intersection_union(a: tf.Tensor, b: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Intersection and union areas of row i of a with row i of b, (N, 4) boxes; inverted boxes are empty."""
+    lo = tf.maximum(a[:, :2], b[:, :2])
+    hi = tf.minimum(a[:, 2:], b[:, 2:])
+    inter = tf.reduce_prod(tf.nn.relu(hi - lo), axis=-1)
+    area_a = tf.reduce_prod(tf.nn.relu(a[:, 2:] - a[:, :2]), axis=-1)
+    area_b = tf.reduce_prod(tf.nn.relu(b[:, 2:] - b[:, :2]), axis=-1)
+    return inter, area_a + area_b - inter
+
+
+def tensor_iou(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """IoU of row i of a with row i of b, (N, 4) xmin, ymin, xmax, ymax: the tensor twin of images.box_iou."""
+    inter, union = _intersection_union(a, b)
+    return inter / (union + IOU_EPS)
+
+
 def giou_loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
     """Per-example 1 - GIoU of (N, 4) xmin, ymin, xmax, ymax boxes; smooth where the boxes do not overlap."""
     y_true = tf.cast(y_true, tf.float32)
@@ -73,15 +92,11 @@ def giou_loss(y_true: tf.Tensor, y_pred: tf.Tensor) -> tf.Tensor:
     p_min = tf.minimum(y_pred[:, :2], y_pred[:, 2:])
     p_max = tf.maximum(y_pred[:, :2], y_pred[:, 2:])
     t_min, t_max = y_true[:, :2], y_true[:, 2:]
-    inter_wh = tf.nn.relu(tf.minimum(p_max, t_max) - tf.maximum(p_min, t_min))
-    inter = inter_wh[:, 0] * inter_wh[:, 1]
-    area_p = tf.reduce_prod(p_max - p_min, axis=-1)
-    area_t = tf.reduce_prod(tf.nn.relu(t_max - t_min), axis=-1)
-    union = area_p + area_t - inter
-    iou = inter / (union + 1e-7)
+    inter, union = _intersection_union(tf.concat([p_min, p_max], axis=-1), y_true)
+    iou = inter / (union + IOU_EPS)
     hull_wh = tf.maximum(p_max, t_max) - tf.minimum(p_min, t_min)
     hull = hull_wh[:, 0] * hull_wh[:, 1]
-    giou = iou - (hull - union) / (hull + 1e-7)
+    giou = iou - (hull - union) / (hull + IOU_EPS)
     return 1.0 - giou
 
 
@@ -92,7 +107,9 @@ class HuberGIoULoss(keras.losses.Loss):
     Returns one value per example (reduction is left to the caller, who knows the global batch).
     """
 
-    def __init__(self, delta: float = 0.1, giou_weight: float = 1.0, name: str = "huber_giou", **kwargs) -> None:
+    def __init__(
+        self, delta: float = 0.1, giou_weight: float = 1.0, name: str = "huber_giou", **kwargs
+    ) -> None:
         kwargs.setdefault("reduction", None)
         super().__init__(name=name, **kwargs)
         self.delta = float(delta)
@@ -137,7 +154,7 @@ def _conv_bn(x: tf.Tensor, filters: int, name: str) -> tf.Tensor:
 
 
 def _improved(num_classes: int, image_size: int) -> keras.Model:
-    """Wider later blocks, CoordConv + global pooling instead of Flatten, sigmoid box head scaled to pixels."""
+    """Wider later blocks, CoordConv + global pooling instead of Flatten, a sigmoid box head in pixels."""
     inputs = keras.Input((image_size, image_size, 3), dtype="float32", name="image")
     x = layers.Rescaling(1.0 / 255.0, name="rescale")(inputs)
     x = _conv_bn(x, 32, "b1")

@@ -1,0 +1,216 @@
+"""Box-aware augmentation: random flip, zoom, stretch and shift that move every box with the pixels.
+
+Boxes come padded, (B, M, 4) xmin, ymin, xmax, ymax in pixels with a (B, M) validity mask (or -1 rows
+as padding), so one image may hold any number of objects. Two rules for boxes the geometry pushes
+past the frame: `keep_whole` (the single-box models' rule) limits zoom and shift so that every valid
+box of an image stays whole inside the frame; otherwise boxes are clipped to the frame and a box
+whose visible part is less than `min_visible` of its area is dropped (mask off, row set to -1).
+Draws are stateless: the same seed gives the same batch, on any worker.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import tensorflow as tf
+
+logger = logging.getLogger(__name__)
+
+FILL_VALUE = 127.0  # canvas grey for zoomed-out images: neutral, not a copy of the edges
+MIN_VISIBLE = 0.25  # a clipped box showing less than this share of its area no longer identifies its object
+PAD = -1.0  # the coordinate of padded and dropped box rows
+GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma
+
+
+@dataclass(frozen=True)
+class AugmentParams:
+    """How hard `augment` distorts a batch: geometry moves the boxes with the pixels, colour leaves them.
+
+    zoom: scale range (>1 zooms in, <1 zooms out onto a grey canvas); aspect: log-range of independent
+    x/y stretching; shift: largest translation as a fraction of the image; brightness/contrast/saturation:
+    jitter strengths; hue: largest hue rotation in turns; grayscale: probability of dropping colour.
+    """
+
+    flip: bool = True
+    zoom: tuple[float, float] = (0.9, 1.1)
+    aspect: float = 0.0
+    shift: float = 0.1
+    brightness: float = 0.0
+    contrast: float = 0.0
+    saturation: float = 0.0
+    hue: float = 0.0
+    grayscale: float = 0.0
+
+    @property
+    def has_colour(self) -> bool:
+        """Whether any colour jitter is on."""
+        return bool(self.brightness or self.contrast or self.saturation or self.hue or self.grayscale)
+
+
+# "light": mild geometric jitter, for the synthetic shapes. "strong": wide zooms and shifts plus colour
+# jitter, for small photo datasets, where a few hundred images would otherwise be learnt by heart.
+AUGMENT_PRESETS: dict[str, AugmentParams] = {
+    "light": AugmentParams(),
+    "strong": AugmentParams(
+        zoom=(0.6, 1.4),
+        aspect=0.15,
+        shift=0.5,
+        brightness=0.15,
+        contrast=0.3,
+        saturation=0.3,
+        hue=0.03,
+        grayscale=0.1,
+    ),
+}
+
+
+def augment_params(spec: str | AugmentParams) -> AugmentParams:
+    """Resolves a preset name ("light", "strong") or passes explicit parameters through."""
+    if isinstance(spec, AugmentParams):
+        return spec
+    if spec not in AUGMENT_PRESETS:
+        raise ValueError(
+            f"augmentation must be one of {sorted(AUGMENT_PRESETS)} or AugmentParams, got {spec!r}"
+        )
+    return AUGMENT_PRESETS[spec]
+
+
+def colour_jitter(images: tf.Tensor, p: AugmentParams, seeds: tf.Tensor) -> tf.Tensor:
+    """Per-image brightness, contrast, saturation, hue and optional grayscale on float 0..255 RGB.
+
+    seeds: (5, 2) stateless seeds, one per kind of draw.
+    """
+    b = tf.shape(images)[0]
+    weights = tf.constant(GRAY_WEIGHTS, images.dtype)
+
+    def draw(i: int, lo: float, hi: float) -> tf.Tensor:
+        return tf.random.stateless_uniform([b], seeds[i], lo, hi)[:, None, None, None]
+
+    x = images
+    if p.brightness > 0:
+        x = x + draw(0, -p.brightness, p.brightness) * 255.0
+    if p.contrast > 0:
+        mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
+        x = (x - mean) * draw(1, 1.0 - p.contrast, 1.0 + p.contrast) + mean
+    if p.saturation > 0:
+        gray = tf.reduce_sum(x * weights, axis=-1, keepdims=True)
+        x = gray + (x - gray) * draw(2, 1.0 - p.saturation, 1.0 + p.saturation)
+    if p.hue > 0:
+        hsv = tf.image.rgb_to_hsv(tf.clip_by_value(x, 0.0, 255.0) / 255.0)
+        h = tf.math.floormod(hsv[..., :1] + draw(3, -p.hue, p.hue), 1.0)
+        x = tf.image.hsv_to_rgb(tf.concat([h, hsv[..., 1:]], axis=-1)) * 255.0
+    if p.grayscale > 0:
+        drop = draw(4, 0.0, 1.0) < p.grayscale
+        gray = tf.reduce_sum(x * weights, axis=-1, keepdims=True)
+        x = tf.where(drop, tf.tile(gray, [1, 1, 1, 3]), x)
+    return tf.clip_by_value(x, 0.0, 255.0)
+
+
+def _hull(lo: tf.Tensor, hi: tf.Tensor, mask: tf.Tensor, length: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """Per image, the extent (B,) of its valid boxes along one axis; the frame's centre when it has none."""
+    inf = tf.constant(float("inf"))
+    h0 = tf.reduce_min(tf.where(mask, lo, inf), axis=1)
+    h1 = tf.reduce_max(tf.where(mask, hi, -inf), axis=1)
+    any_box = tf.reduce_any(mask, axis=1)
+    return tf.where(any_box, h0, length / 2), tf.where(any_box, h1, length / 2)
+
+
+def _shift(a0: tf.Tensor, a1: tf.Tensor, length: tf.Tensor, u: tf.Tensor, limit: float) -> tf.Tensor:
+    """Translation (B,) uniform over the shifts up to limit x length that keep the scaled extent [a0, a1]
+    inside the frame; when none does, the one closest to 0 that does."""
+    lo_ok, hi_ok = -a0, length - a1
+    lo, hi = tf.maximum(lo_ok, -limit * length), tf.minimum(hi_ok, limit * length)
+    fallback = tf.clip_by_value(tf.zeros_like(a0), lo_ok, tf.maximum(lo_ok, hi_ok))
+    return tf.where(lo <= hi, lo + u * (hi - lo), fallback)
+
+
+def augment(
+    images: tf.Tensor,
+    boxes: tf.Tensor,
+    mask: tf.Tensor | None,
+    seed: tf.Tensor,
+    params: AugmentParams | None = None,
+    *,
+    keep_whole: bool = False,
+    min_visible: float = MIN_VISIBLE,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Random flip, zoom (in or out), stretch and shift, every box moved with the pixels, then colour jitter.
+
+    images float32 (B, H, W, 3) in 0..255; boxes (B, M, 4) px; mask (B, M) bool, or None to take rows of
+    -1 as padding; seed int (2,) for stateless draws. Returns (images, boxes, mask): boxes clipped to the
+    frame, rows that are padding or dropped (see the module docstring) set to -1 with their mask off.
+    """
+    p = params or AugmentParams()
+    if not 0.0 <= min_visible <= 1.0:
+        raise ValueError(f"min_visible must be in [0, 1], got {min_visible}")
+    images = tf.convert_to_tensor(images, tf.float32)
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    mask = tf.reduce_all(boxes >= 0.0, axis=-1) if mask is None else tf.cast(mask, tf.bool)
+    shape = tf.shape(images)
+    b = shape[0]
+    h, w = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 11)
+    flip = tf.random.stateless_uniform([b], seeds[0]) < (0.5 if p.flip else 0.0)
+    scale = tf.random.stateless_uniform([b], seeds[1], p.zoom[0], p.zoom[1])
+    stretch = tf.exp(tf.random.stateless_uniform([b], seeds[2], -p.aspect, p.aspect)) if p.aspect > 0 else 1.0
+    ux = tf.random.stateless_uniform([b], seeds[3])
+    uy = tf.random.stateless_uniform([b], seeds[4])
+    sx, sy = scale * stretch, scale / stretch
+
+    images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+    x0 = tf.where(flip[:, None], w - boxes[..., 2], boxes[..., 0])
+    x1 = tf.where(flip[:, None], w - boxes[..., 0], boxes[..., 2])
+    y0, y1 = boxes[..., 1], boxes[..., 3]
+
+    # Continuous coordinates: v_out = s * (v_in - L/2) + L/2 + t, per image.
+    if keep_whole:
+        # Cap each axis' scale so the boxes' extent fits in the frame (one filling it is not zoomed in).
+        hx0, hx1 = _hull(x0, x1, mask, w)
+        hy0, hy1 = _hull(y0, y1, mask, h)
+        sx = tf.minimum(sx, tf.maximum(w / tf.maximum(hx1 - hx0, 1e-3), 1.0))
+        sy = tf.minimum(sy, tf.maximum(h / tf.maximum(hy1 - hy0, 1e-3), 1.0))
+
+    def scaled(v: tf.Tensor, s: tf.Tensor, length: tf.Tensor) -> tf.Tensor:
+        return s[:, None] * (v - length / 2) + length / 2
+
+    nx0, nx1, ny0, ny1 = scaled(x0, sx, w), scaled(x1, sx, w), scaled(y0, sy, h), scaled(y1, sy, h)
+    if keep_whole:  # scaling is monotonic, so the scaled boxes' extent is the scaled extent
+        tx = _shift(*_hull(nx0, nx1, mask, w), w, ux, p.shift)
+        ty = _shift(*_hull(ny0, ny1, mask, h), h, uy, p.shift)
+    else:
+        tx, ty = (2.0 * ux - 1.0) * p.shift * w, (2.0 * uy - 1.0) * p.shift * h
+    nx0, nx1 = nx0 + tx[:, None], nx1 + tx[:, None]
+    ny0, ny1 = ny0 + ty[:, None], ny1 + ty[:, None]
+    moved = tf.stack([nx0, ny0, nx1, ny1], axis=-1)
+    clipped = tf.stack(
+        [
+            tf.clip_by_value(nx0, 0.0, w),
+            tf.clip_by_value(ny0, 0.0, h),
+            tf.clip_by_value(nx1, 0.0, w),
+            tf.clip_by_value(ny1, 0.0, h),
+        ],
+        axis=-1,
+    )
+    area = tf.reduce_prod(tf.nn.relu(moved[..., 2:] - moved[..., :2]), axis=-1)
+    visible = tf.reduce_prod(tf.nn.relu(clipped[..., 2:] - clipped[..., :2]), axis=-1)
+    kept = mask if keep_whole else mask & (visible > 0.0) & (visible >= min_visible * area)
+    new_boxes = tf.where(kept[..., None], clipped, PAD)
+
+    # The image op maps each output pixel index to an input index (pixel centres at integers).
+    cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
+    zeros = tf.zeros_like(sx)
+    transforms = tf.stack(
+        [1.0 / sx, zeros, cx - (cx + tx) / sx, zeros, 1.0 / sy, cy - (cy + ty) / sy, zeros, zeros], axis=1
+    )
+    images = tf.raw_ops.ImageProjectiveTransformV3(
+        images=images,
+        transforms=transforms,
+        output_shape=shape[1:3],
+        fill_value=FILL_VALUE,
+        interpolation="BILINEAR",
+        fill_mode="CONSTANT",
+    )
+    if p.has_colour:
+        images = colour_jitter(images, p, seeds[5:10])
+    return images, new_boxes, kept

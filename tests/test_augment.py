@@ -1,0 +1,313 @@
+"""Box-aware augmentation and the tf.data pipeline: every box follows its pixels, for every transform."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from sprint2.augment import AUGMENT_PRESETS, FILL_VALUE, MIN_VISIBLE, AugmentParams, augment, augment_params
+from sprint2.evaluate import image_targets
+from sprint2.pipeline import make_dataset, make_targets, padded_targets
+
+SIZE = 64
+# Pure colours on black: a pixel belongs to colour c when each channel sits on c's side of half-intensity,
+# so a painted edge blended by bilinear resampling is found within half a pixel of where the box says.
+PAINT = np.array([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)], np.float32)
+
+STILL = dict(flip=False, zoom=(1.0, 1.0), aspect=0.0, shift=0.0)
+TRANSFORMS = {
+    "flip": AugmentParams(**{**STILL, "flip": True}),
+    "zoom in": AugmentParams(**{**STILL, "zoom": (1.2, 1.6)}),
+    "zoom out": AugmentParams(**{**STILL, "zoom": (0.5, 0.8)}),
+    "stretch": AugmentParams(**{**STILL, "aspect": 0.3}),
+    "shift": AugmentParams(**{**STILL, "shift": 0.4}),
+    "strong geometry": dataclasses.replace(
+        AUGMENT_PRESETS["strong"], brightness=0.0, contrast=0.0, saturation=0.0, hue=0.0, grayscale=0.0
+    ),
+    "all geometry": AugmentParams(flip=True, zoom=(0.5, 1.6), aspect=0.3, shift=0.4),
+}
+
+
+def painted(n: int, seed: int, count: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """n black images, each with `count` solid rectangles of PAINT's colours (row j painted PAINT[j]).
+
+    Rectangles keep 3 px from each other and 2 px from the border, so no two colours ever blend.
+    """
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, SIZE, SIZE, 3), np.float32)
+    boxes = np.zeros((n, count, 4), np.float32)
+    for i in range(n):
+        placed: list[np.ndarray] = []
+        while len(placed) < count:
+            w, h = rng.integers(6, SIZE // 3, 2)
+            x0, y0 = rng.integers(2, SIZE - 2 - w), rng.integers(2, SIZE - 2 - h)
+            box = np.array([x0, y0, x0 + w, y0 + h], np.float32)
+            if all(
+                box[0] > b[2] + 3 or b[0] > box[2] + 3 or box[1] > b[3] + 3 or b[1] > box[3] + 3
+                for b in placed
+            ):
+                images[i, y0 : y0 + h, x0 : x0 + w] = PAINT[len(placed)]
+                placed.append(box)
+        boxes[i] = placed
+    return images, boxes
+
+
+def colour_bounds(image: np.ndarray, j: int) -> np.ndarray | None:
+    """[xmin, ymin, xmax, ymax] of the pixels of colour PAINT[j] (None when none is left)."""
+    on = PAINT[j] > 127.5
+    hit = np.all((image > 127.5) == on, axis=-1)
+    ys, xs = np.nonzero(hit)
+    if not len(xs):
+        return None
+    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
+
+
+def _augment(images, boxes, seed, params, **kw):
+    out = augment(tf.constant(images), tf.constant(boxes), None, tf.constant(seed, tf.int64), params, **kw)
+    return [t.numpy() for t in out]
+
+
+@pytest.mark.parametrize("name", list(TRANSFORMS))
+def test_every_box_follows_its_pixels(name: str) -> None:
+    """Over many seeds, each kept box encloses its colour's pixels tightly; a dropped one was cut off."""
+    params = TRANSFORMS[name]
+    kept_total = dropped_total = 0
+    for seed in range(6):
+        images, boxes = painted(24, seed)
+        out_images, out_boxes, mask = _augment(images, boxes, [seed, 11], params)
+        for img, bxs, keep in zip(out_images, out_boxes, mask):
+            for j in range(len(bxs)):
+                found = colour_bounds(img, j)
+                if keep[j]:
+                    kept_total += 1
+                    assert found is not None, (name, seed, j, bxs[j])
+                    np.testing.assert_allclose(
+                        found, bxs[j], atol=1.5, err_msg=f"{name}, seed {seed}, box {j}"
+                    )
+                else:
+                    dropped_total += 1
+                    np.testing.assert_array_equal(bxs[j], -1.0)
+                    # Only the frame can hide a box: whatever is left of its colour touches the border.
+                    assert found is None or found.min() == 0 or found.max() == SIZE, (name, seed, j, found)
+    assert kept_total > 0.5 * (kept_total + dropped_total)
+    if name in ("flip", "zoom out"):
+        assert dropped_total == 0  # these never push a box out of the frame
+    if name == "flip":
+        # The flip really happens (about half the time), boxes mirrored with the pixels.
+        _, boxes = painted(24, 0)
+        _, flipped, _ = _augment(*painted(24, 0), [0, 11], params)
+        mirrored = np.isclose(flipped[..., 0], SIZE - boxes[..., 2]).all(axis=1)
+        assert 0 < mirrored.sum() < len(mirrored)
+
+
+@pytest.mark.parametrize("name", ["zoom in", "shift", "strong geometry", "all geometry"])
+def test_keep_whole_keeps_every_box_whole_inside_the_frame(name: str) -> None:
+    """keep_whole (the single-box rule) limits zoom and shift: no box is dropped or clipped."""
+    for seed in range(4):
+        images, boxes = painted(24, seed)
+        out_images, out_boxes, mask = _augment(images, boxes, [seed, 3], TRANSFORMS[name], keep_whole=True)
+        assert mask.all()
+        assert (out_boxes >= 0).all() and (out_boxes <= SIZE).all()
+        # Unclipped: every box of an image is scaled by the same factor on each axis.
+        ratio = (out_boxes[..., 2:] - out_boxes[..., :2]) / (boxes[..., 2:] - boxes[..., :2])
+        np.testing.assert_allclose(ratio, np.broadcast_to(ratio[:, :1], ratio.shape), rtol=1e-4)
+        for img, bxs in zip(out_images, out_boxes):
+            for j, box in enumerate(bxs):
+                np.testing.assert_allclose(colour_bounds(img, j), box, atol=1.5)
+
+
+def test_drop_rule_follows_the_visible_fraction() -> None:
+    """A fixed 2x zoom about the centre: boxes fully out, half out and fully in, against min_visible."""
+    images = np.zeros((1, SIZE, SIZE, 3), np.float32)
+    # x -> 2x - 32: [0, 16] leaves the frame, [8, 24] keeps half of its width, [24, 40] stays whole.
+    boxes = np.array([[[0, 0, 16, 16], [8, 24, 24, 40], [24, 24, 40, 40], [-1, -1, -1, -1]]], np.float32)
+    params = AugmentParams(**{**STILL, "zoom": (2.0, 2.0)})
+    _, out, mask = _augment(images, boxes, [0, 0], params, min_visible=0.4)
+    assert mask.tolist() == [[False, True, True, False]]
+    np.testing.assert_allclose(out[0, 1], [0, 16, 16, 48])
+    np.testing.assert_allclose(out[0, 2], [16, 16, 48, 48])
+    np.testing.assert_array_equal(out[0, [0, 3]], -1.0)
+    _, _, mask = _augment(images, boxes, [0, 0], params, min_visible=0.6)
+    assert mask.tolist() == [[False, False, True, False]]
+    with pytest.raises(ValueError, match="min_visible"):
+        _augment(images, boxes, [0, 0], params, min_visible=1.5)
+
+
+def test_an_explicit_mask_wins_over_the_padding_rule() -> None:
+    images, boxes = painted(4, 0)
+    mask = np.array([[True, False, True]] * 4)
+    out = augment(tf.constant(images), tf.constant(boxes), tf.constant(mask), tf.constant([1, 2], tf.int64))
+    assert out[2].numpy().tolist() == mask.tolist()
+    np.testing.assert_array_equal(out[1].numpy()[:, 1], -1.0)
+
+
+def test_strong_crops_and_zooms_keep_a_single_box_whole() -> None:
+    """The single-box rule on a large object near the edge: zooming in must not cut it, boxes still move."""
+    n = 48
+    image = np.zeros((SIZE, SIZE, 3), np.float32)
+    image[6:46, 30:60] = 255.0
+    box = np.array([[30.0, 6.0, 60.0, 46.0]], np.float32)
+    for zoom in [(0.6, 0.8), (1.2, 1.4), (0.6, 1.4)]:
+        params = AugmentParams(zoom=zoom, aspect=0.15, shift=0.5)
+        out_images, out_boxes, mask = _augment(
+            np.repeat(image[None], n, 0), np.tile(box, (n, 1, 1)), [7, 8], params, keep_whole=True
+        )
+        out_boxes = out_boxes[:, 0]
+        assert mask.all()
+        widths = out_boxes[:, 2] - out_boxes[:, 0]
+        if zoom[1] < 1:
+            assert (widths < 30 * 0.95).all()  # zoomed out (0.8 x stretch up to e^0.15): smaller
+            assert np.isclose(out_images[:, 0, 0], FILL_VALUE).mean() > 0.5  # grey canvas shows at the corner
+        if zoom[0] > 1:
+            assert (widths > 30 * 1.1).any()  # zoomed in where it fits
+        assert out_boxes[:, 0].std() > 2 and out_boxes[:, 1].std() > 2  # boxes really move about
+        for img, b in zip(out_images, out_boxes):
+            np.testing.assert_allclose(colour_bounds(img, 3), b, atol=1.5)
+
+
+def test_colour_jitter_changes_pixels_and_leaves_boxes_alone() -> None:
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 255, (16, 24, 24, 3)).astype(np.float32)
+    boxes = np.tile([[[2.0, 3.0, 20.0, 22.0], [-1, -1, -1, -1]]], (16, 1, 1)).astype(np.float32)
+    params = AugmentParams(**STILL, brightness=0.3, contrast=0.4, saturation=0.4, hue=0.1)
+    out, out_boxes, mask = _augment(x, boxes, [1, 1], params)
+    assert out.dtype == np.float32 and out.shape == x.shape
+    assert out.min() >= 0.0 and out.max() <= 255.0
+    assert np.abs(out - x).mean() > 5  # the colours really changed
+    np.testing.assert_array_equal(out_boxes, boxes)  # colour never moves boxes
+    assert mask[:, 0].all() and not mask[:, 1].any()
+    grey, _, _ = _augment(x, boxes, [1, 1], AugmentParams(**STILL, grayscale=1.0))
+    np.testing.assert_allclose(grey[..., 0], grey[..., 1], atol=1e-3)
+    np.testing.assert_allclose(grey[..., 1], grey[..., 2], atol=1e-3)
+
+
+def test_augmentation_is_reproducible_and_seed_dependent() -> None:
+    images, boxes = painted(8, 0)
+    params = AUGMENT_PRESETS["strong"]
+    first = _augment(images, boxes, [1, 2], params)
+    second = _augment(images, boxes, [1, 2], params)
+    other = _augment(images, boxes, [1, 3], params)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[1], other[1])
+
+
+def test_augment_presets_resolve() -> None:
+    assert augment_params("strong") is AUGMENT_PRESETS["strong"]
+    custom = AugmentParams(zoom=(0.8, 1.2))
+    assert augment_params(custom) is custom
+    with pytest.raises(ValueError, match="strong"):
+        augment_params("wild")
+    assert AUGMENT_PRESETS["strong"].has_colour and not AUGMENT_PRESETS["light"].has_colour
+    assert 0.0 < MIN_VISIBLE < 1.0
+
+
+# --------------------------------------------------------------------------------------------
+# The pipeline
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class Boxes:
+    """The LoadedDataset fields the pipeline reads."""
+
+    images: np.ndarray
+    boxes: list
+    labels: list
+    class_names: list = field(default_factory=lambda: ["a", "b", "c"])
+    paths: list = field(default_factory=list)
+
+
+def _three_images() -> Boxes:
+    return Boxes(
+        images=np.arange(3)[:, None, None, None] * np.ones((3, 8, 8, 3), np.uint8),
+        boxes=[
+            np.array([[0, 0, 4, 4], [2, 2, 8, 8]], np.float32),
+            np.zeros((0, 4), np.float32),
+            np.array([[1, 1, 3, 3]], np.float32),
+        ],
+        labels=[np.array([2, 0], np.int32), np.zeros(0, np.int32), np.array([1], np.int32)],
+    )
+
+
+def test_make_targets_largest_is_image_targets_without_the_empty_images() -> None:
+    ds = _three_images()
+    images, labels, boxes = make_targets(ds, "largest")
+    t_labels, t_boxes = image_targets(ds)
+    keep = t_labels >= 0
+    assert labels.tolist() == t_labels[keep].tolist() == [0, 1]
+    np.testing.assert_array_equal(boxes, t_boxes[keep])
+    assert images[:, 0, 0, 0].tolist() == [0, 2]
+    images, labels, boxes = make_targets(ds, "all")
+    assert images[:, 0, 0, 0].tolist() == [0, 0, 2] and labels.tolist() == [2, 0, 1]
+    np.testing.assert_array_equal(boxes[1], [2, 2, 8, 8])
+    with pytest.raises(ValueError, match="largest"):
+        make_targets(ds, "every")
+
+
+def test_padded_targets() -> None:
+    labels, boxes = padded_targets(_three_images())
+    assert labels.tolist() == [[2, 0], [-1, -1], [1, -1]] and boxes.shape == (3, 2, 4)
+    np.testing.assert_array_equal(boxes[1], -1.0)
+    np.testing.assert_array_equal(boxes[2, 0], [1, 1, 3, 3])
+    labels, boxes = padded_targets(_three_images(), max_boxes=1)
+    assert labels.tolist() == [[2], [-1], [1]]
+
+
+def test_make_dataset_single_box_rows_keep_their_box_whole() -> None:
+    images, boxes = painted(16, 5, count=1)
+    labels = np.zeros(16, np.int32)
+    ds = make_dataset(
+        images.astype(np.uint8),
+        labels,
+        boxes[:, 0],
+        8,
+        seed=1,
+        epoch=2,
+        augment_data=True,
+        params=AUGMENT_PRESETS["strong"],
+    )
+    batches = list(ds)
+    assert len(batches) == 2
+    for x, y, b in batches:
+        assert x.shape == (8, SIZE, SIZE, 3) and b.shape == (8, 4) and y.shape == (8,)
+        assert (b.numpy() >= 0).all() and (b.numpy() <= SIZE).all()
+    again = list(
+        make_dataset(
+            images.astype(np.uint8),
+            labels,
+            boxes[:, 0],
+            8,
+            seed=1,
+            epoch=2,
+            augment_data=True,
+            params=AUGMENT_PRESETS["strong"],
+        )
+    )
+    np.testing.assert_array_equal(
+        batches[1][2].numpy(), again[1][2].numpy()
+    )  # same seed and epoch, same batch
+
+
+def test_make_dataset_padded_boxes_drop_labels_with_their_boxes() -> None:
+    images, boxes = painted(32, 6)
+    labels = np.tile(np.array([[0, 1, 2]], np.int32), (32, 1))
+    params = AugmentParams(zoom=(1.5, 2.0), shift=0.4)  # pushes boxes out of the frame
+    ds = make_dataset(images, labels, boxes, 16, seed=0, epoch=1, augment_data=True, params=params)
+    dropped = 0
+    for x, y, b in ds:
+        y, b = y.numpy(), b.numpy()
+        assert b.shape == (16, 3, 4)
+        np.testing.assert_array_equal(y < 0, (b < 0).all(-1))  # a label goes with its box
+        dropped += int((y < 0).sum())
+        for img, row_boxes, row_labels in zip(x.numpy(), b, y):
+            for box, label in zip(row_boxes, row_labels):
+                if label >= 0:
+                    np.testing.assert_allclose(colour_bounds(img, int(label)), box, atol=1.5)
+    assert dropped > 0
+    plain = next(iter(make_dataset(images, labels, boxes, 16, seed=0, epoch=1, augment_data=False)))
+    assert plain[0].dtype == tf.float32 and (plain[1].numpy() >= 0).all()

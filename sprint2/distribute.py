@@ -3,7 +3,9 @@
 Logical CPU devices let MirroredStrategy be exercised (and tested) on a laptop; they must be
 configured before TensorFlow initialises its runtime, hence `configure_logical_cpus`.
 Multi-worker collectives get a timeout (SPRINT2_COLLECTIVE_TIMEOUT seconds) so that a worker whose
-peer died fails with `WorkerLostError` instead of waiting forever.
+peer died fails with `WorkerLostError` instead of waiting forever. The multi-worker coordination the
+training loop needs lives here too: the start-epoch check, the exit barrier and the non-chief workers'
+scratch folders.
 """
 
 from __future__ import annotations
@@ -12,7 +14,11 @@ import json
 import logging
 import os
 import re
+import shutil
+import tempfile
+import zlib
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Literal
 
 import tensorflow as tf
@@ -67,8 +73,12 @@ class StrategyInfo:
 
     def peers(self) -> list[str]:
         """The other tasks of the cluster as 'type index (address)', for error messages."""
-        return [f"{job} {i} ({addr})" for job, addrs in self.cluster.items() for i, addr in enumerate(addrs)
-                if (job, i) != (self.task_type, self.worker_index)]  # fmt: skip
+        return [
+            f"{job} {i} ({addr})"
+            for job, addrs in self.cluster.items()
+            for i, addr in enumerate(addrs)
+            if (job, i) != (self.task_type, self.worker_index)
+        ]
 
 
 def configure_logical_cpus(n: int) -> list[str]:
@@ -88,13 +98,16 @@ def configure_logical_cpus(n: int) -> list[str]:
             if have < n:
                 raise StrategyError(
                     f"cannot create {n} logical CPU devices: TensorFlow's runtime is already initialised "
-                    f"with {have}. Call sprint2.distribute.configure_logical_cpus({n}) (or get_strategy('cpu', "
-                    f"replicas={n})) at the top of the process or notebook, before any TensorFlow op runs, "
+                    f"with {have}. Call sprint2.distribute.configure_logical_cpus({n}) "
+                    f"(or get_strategy('cpu', replicas={n})) at the top of the process or notebook, "
+                    "before any TensorFlow op runs, "
                     f"or restart the kernel. ({exc})"
                 ) from exc
     devices = [d.name for d in tf.config.list_logical_devices("CPU")]
     if len(devices) < n:
-        raise StrategyError(f"asked for {n} logical CPU devices but TensorFlow reports {len(devices)}: {devices}")
+        raise StrategyError(
+            f"asked for {n} logical CPU devices but TensorFlow reports {len(devices)}: {devices}"
+        )
     return devices[:n]
 
 
@@ -120,7 +133,8 @@ def _read_tf_config() -> tuple[dict[str, list[str]], str, int]:
     if not raw:
         raise StrategyError(
             "strategy 'multiworker' needs the TF_CONFIG environment variable "
-            '(e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, "task": {"type": "worker", "index": 0}})'
+            '(e.g. {"cluster": {"worker": ["host1:12345", "host2:12345"]}, '
+            '"task": {"type": "worker", "index": 0}})'
         )
     try:
         config = json.loads(raw)
@@ -135,7 +149,7 @@ def _read_tf_config() -> tuple[dict[str, list[str]], str, int]:
 
 
 def _multiworker() -> tuple[tf.distribute.Strategy, StrategyInfo]:
-    """MultiWorkerMirroredStrategy from TF_CONFIG; the chief is task 'chief', or worker 0 when there is none."""
+    """MultiWorkerMirroredStrategy from TF_CONFIG; the chief is task 'chief', else worker 0."""
     cluster, task_type, index = _read_tf_config()
     timeout = collective_timeout()
     # Without a timeout a collective whose peer died waits forever; with one it raises DeadlineExceeded.
@@ -147,7 +161,8 @@ def _multiworker() -> tuple[tf.distribute.Strategy, StrategyInfo]:
         kind="multiworker",
         devices=list(strategy.extended.worker_devices),
         replicas=int(strategy.num_replicas_in_sync),
-        reason=f"MultiWorkerMirroredStrategy over {workers} workers from TF_CONFIG; this is {task_type} {index}",
+        reason=f"MultiWorkerMirroredStrategy over {workers} workers from TF_CONFIG; "
+        f"this is {task_type} {index}",
         is_chief=is_chief,
         worker_index=index,
         task_type=task_type,
@@ -158,7 +173,7 @@ def _multiworker() -> tuple[tf.distribute.Strategy, StrategyInfo]:
 
 
 def lost_peer(exc: BaseException, info: StrategyInfo) -> str:
-    """Names the peer an error points at ('worker 1 (host:port)'), or lists every peer when it does not say."""
+    """Names the peer an error points at ('worker 1 (host:port)'), or every peer when it does not say."""
     text = str(exc)
     named = set()
     for job, i in re.findall(r"/job:(\w+)(?:/replica:\d+)?/task:(\d+)", text):
@@ -168,14 +183,19 @@ def lost_peer(exc: BaseException, info: StrategyInfo) -> str:
             if addr in text:
                 named.add((job, i))
     named.discard((info.task_type, info.worker_index))
-    described = [f"{job} {i} ({info.cluster[job][i]})" for job, i in sorted(named)
-                 if job in info.cluster and i < len(info.cluster[job])]  # fmt: skip
+    described = [
+        f"{job} {i} ({info.cluster[job][i]})"
+        for job, i in sorted(named)
+        if job in info.cluster and i < len(info.cluster[job])
+    ]
     if described:
         return " and ".join(described)
     return "a peer (one of " + ", ".join(info.peers()) + ")" if info.peers() else "a peer"
 
 
-def worker_lost(exc: BaseException, info: StrategyInfo, epoch: int, checkpoint_dir: object) -> WorkerLostError:
+def worker_lost(
+    exc: BaseException, info: StrategyInfo, epoch: int, checkpoint_dir: object
+) -> WorkerLostError:
     """The error to raise when a collective failed because a peer is gone (see PEER_ERRORS)."""
     detail = " ".join(re.sub(r"\{\{function_node [^}]*\}\}", "", str(exc)).split())
     detail = detail if len(detail) <= 240 else detail[:237] + "..."
@@ -212,7 +232,9 @@ def get_strategy(
     if kind == "cpu" and replicas and replicas > 1:
         devices = configure_logical_cpus(replicas)
         strategy = mirrored_cpus(replicas)
-        reason = f"MirroredStrategy over {replicas} logical CPU devices (one physical CPU split in {replicas})"
+        reason = (
+            f"MirroredStrategy over {replicas} logical CPU devices (one physical CPU split in {replicas})"
+        )
         return strategy, StrategyInfo("cpu", devices, replicas, reason)
 
     gpus = tf.config.list_physical_devices("GPU") if kind != "cpu" else []
@@ -238,3 +260,57 @@ def get_strategy(
     )
     cpu = [d.name for d in tf.config.list_logical_devices("CPU")][:1]
     return strategy, StrategyInfo(kind, cpu, 1, reason)
+
+
+def scratch_dir(out_dir: Path, info: StrategyInfo) -> Path | None:
+    """Where a non-chief worker writes its own copy of the run (None for the chief, who writes to out_dir).
+
+    Every worker saves, as TensorFlow's multi-worker guide asks, but only the chief's copy is kept. The
+    folder is fixed per (out_dir, task) under the system temp directory and emptied here, so a worker
+    killed before its clean-up leaves nothing new behind when it restarts.
+    """
+    if info.is_chief:
+        return None
+    tag = zlib.crc32(str(Path(out_dir).resolve()).encode())
+    path = Path(tempfile.gettempdir()) / f"sprint2-{tag:08x}-{info.task_type or 'worker'}{info.worker_index}"
+    shutil.rmtree(path, ignore_errors=True)
+    return path
+
+
+def gather_ints(strategy: tf.distribute.Strategy, value: int) -> list[int]:
+    """Every replica's copy of a local integer, in replica order (an all-gather across the workers)."""
+    local = strategy.experimental_distribute_values_from_function(lambda _: tf.constant([value], tf.int64))
+    return [int(v) for v in strategy.gather(local, axis=0).numpy()]
+
+
+def _checkpoints(out_dir: Path | None) -> object:
+    return Path(out_dir) / "checkpoints" if out_dir is not None else "(no --out)"
+
+
+def check_same_start(
+    strategy: tf.distribute.Strategy, info: StrategyInfo, start_epoch: int, out_dir: Path | None
+) -> None:
+    """Multi-worker: every worker must resume from the same epoch, or their all-reduces would not pair up.
+
+    Different epochs mean some worker could not read the chief's checkpoints: out_dir is not shared.
+    """
+    try:
+        starts = gather_ints(strategy, start_epoch)
+    except PEER_ERRORS as exc:
+        raise worker_lost(exc, info, start_epoch, _checkpoints(out_dir)) from exc
+    if len(set(starts)) > 1:
+        where = _checkpoints(out_dir) if out_dir is not None else "the checkpoint directory"
+        raise StrategyError(
+            f"workers would start at different epochs {starts} (replica order): every worker resumes from "
+            f"{where}, which must be on storage every worker can read (a shared file system or bucket) with "
+            "the same --out path"
+        )
+    logger.info("all %d replicas start at epoch %d", len(starts), start_epoch)
+
+
+def barrier(strategy: tf.distribute.Strategy, info: StrategyInfo, epoch: int, checkpoint_dir: object) -> None:
+    """Multi-worker: waits until every worker reaches this point, so none exits while a peer still works."""
+    try:
+        gather_ints(strategy, 0)
+    except PEER_ERRORS as exc:
+        raise worker_lost(exc, info, epoch, checkpoint_dir) from exc

@@ -1,4 +1,4 @@
-"""Strategy choice: logical CPUs before the runtime starts, clear errors otherwise."""
+"""Strategy choice (logical CPUs before the runtime starts, clear errors) and the multi-worker helpers."""
 
 from __future__ import annotations
 
@@ -6,12 +6,14 @@ import json
 import os
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
 import tensorflow as tf
 
-from sprint2.distribute import StrategyError, get_strategy
+from sprint2 import distribute
+from sprint2.distribute import StrategyError, StrategyInfo, get_strategy, scratch_dir
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -19,8 +21,9 @@ ROOT = Path(__file__).resolve().parents[1]
 def _run(code: str, env: dict | None = None) -> subprocess.CompletedProcess:
     """Runs code in a fresh Python (TF's runtime not yet started) from the repository root."""
     full_env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", **(env or {})}
-    return subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=full_env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    return subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=full_env, capture_output=True, text=True, timeout=300
+    )
 
 
 def test_auto_without_gpu_is_default_strategy_with_reason() -> None:
@@ -81,3 +84,26 @@ except StrategyError as exc:
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "ERROR:" in proc.stdout
     assert "before any TensorFlow op" in proc.stdout and "restart the kernel" in proc.stdout
+
+
+def test_scratch_dir_is_for_non_chief_workers_fixed_per_run_and_emptied(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("TMPDIR", str(tmp_path / "tmp"))
+    monkeypatch.setattr(tempfile, "tempdir", None)  # re-read TMPDIR
+    (tmp_path / "tmp").mkdir()
+    chief = StrategyInfo("multiworker", is_chief=True, task_type="worker", worker_index=0)
+    other = StrategyInfo("multiworker", is_chief=False, task_type="worker", worker_index=1)
+    assert scratch_dir(tmp_path / "run", chief) is None
+    first = scratch_dir(tmp_path / "run", other)
+    assert first.parent == tmp_path / "tmp" and first.name.endswith("-worker1") and not first.exists()
+    (first / "checkpoints").mkdir(parents=True)  # what a killed worker leaves behind
+    assert scratch_dir(tmp_path / "run", other) == first and not first.exists()
+    assert scratch_dir(tmp_path / "other-run", other) != first
+
+
+def test_check_same_start_refuses_workers_at_different_epochs(monkeypatch) -> None:
+    strategy, info = get_strategy("auto")
+    assert distribute.gather_ints(strategy, 7) == [7]
+    distribute.check_same_start(strategy, info, 3, Path("/runs/mw"))  # one replica: nothing to compare
+    monkeypatch.setattr(distribute, "gather_ints", lambda strategy, value: [value, 1])
+    with pytest.raises(StrategyError, match=r"different epochs \[3, 1\].*/runs/mw/checkpoints.*shared"):
+        distribute.check_same_start(strategy, info, 3, Path("/runs/mw"))

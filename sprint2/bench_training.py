@@ -133,7 +133,7 @@ def _input_pipeline_images_per_s(
     images: np.ndarray, labels: np.ndarray, boxes: np.ndarray, batch: int, augment_data: bool
 ) -> float:
     """images/s the host's tf.data pipeline (shuffle, batch, augment) delivers with no model behind it."""
-    from sprint2.training import make_dataset
+    from sprint2.pipeline import make_dataset
 
     rate = 0.0
     for epoch in (1, 2):  # epoch 1 warms the map function's tracing; epoch 2 is timed
@@ -317,7 +317,8 @@ def bench_training(
 
     from sprint2.loading import load_splits
     from sprint2.model import build_model, gradient_bytes, model_flops
-    from sprint2.training import TrainConfig, make_targets
+    from sprint2.pipeline import make_targets
+    from sprint2.training import TrainConfig
 
     train_ds, _ = load_splits(Path(data_dir), size=size, seed=seed, errors="skip", method="thread")
     if max_images is not None and max_images < len(train_ds.boxes):

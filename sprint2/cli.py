@@ -59,12 +59,21 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument("--replicas", type=int)
     t.add_argument("--size", type=int)
     t.add_argument("--out", type=Path, default=Path("runs/train"))
-    t.add_argument("--seed", type=int, help="split, shuffling and initialisation seed (default 0)")
+    t.add_argument("--seed", type=int, default=0, help="split, shuffling and initialisation seed (default 0)")
+    t.add_argument(
+        "--recipe",
+        default="auto",
+        help="a recipe of sprint2.training.RECIPES (synthetic, small-photos), or auto: "
+        "small-photos under 400 training images, synthetic otherwise",
+    )
     t.add_argument("--learning-rate", type=float, help="peak learning rate (default 2e-3)")
     t.add_argument("--weight-decay", type=float, help="> 0: AdamW with this decoupled weight decay")
-    t.add_argument("--val-fraction", type=float,
-                   help="share of the training split held out to pick the best epoch (default: 0.1, "
-                        "0 under 400 training images)")
+    t.add_argument(
+        "--val-fraction",
+        type=float,
+        help="share of the training split held out to pick the best epoch (default: the recipe's, "
+        "0.1 for synthetic, 0 for small-photos)",
+    )
     t.add_argument("--patience", type=int, help="epochs without a better validation loss before stopping")
     t.add_argument("--json", action="store_true")
 
@@ -154,23 +163,37 @@ def _bench(args: argparse.Namespace) -> int:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from sprint2.training import run_training
-
     _need_dir(args.data_dir)
-    options = {k: v for k, v in {"epochs": args.epochs, "batch": args.batch, "size": args.size,
-                                 "replicas": args.replicas, "seed": args.seed,
-                                 "learning_rate": args.learning_rate, "weight_decay": args.weight_decay,
-                                 "val_fraction": args.val_fraction, "patience": args.patience}.items()
-               if v is not None}
-    if not 0.0 <= options.get("val_fraction", 0.0) < 1.0:
+    if args.val_fraction is not None and not 0.0 <= args.val_fraction < 1.0:
         raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
-    result = run_training(args.data_dir, model=args.model, strategy=args.strategy,
-                          out_dir=args.out, **options)
+    from sprint2.loading import LoadOptions
+    from sprint2.training import DEFAULT_SIZE, run_training
+
+    load = LoadOptions(size=args.size or DEFAULT_SIZE, errors="skip")
+    result = run_training(
+        args.data_dir,
+        model=args.model,
+        recipe=args.recipe,
+        out_dir=args.out,
+        strategy=args.strategy,
+        replicas=args.replicas,
+        seed=args.seed,
+        load=load,
+        epochs=args.epochs,
+        batch_size=args.batch,
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        val_fraction=args.val_fraction,
+        patience=args.patience,
+    )
     if args.json:
         print(json.dumps(result, indent=2))
     else:
-        print(f"strategy {result['strategy']} with {result['replicas']} replica(s), "
-              f"{result['epochs']} epochs, {result['images_per_s']:.1f} images/s")
+        print(
+            f"strategy {result['strategy']} with {result['replicas']} replica(s), "
+            f"recipe {result['recipe']}, "
+            f"{result['epochs']} epochs, {result['images_per_s']:.1f} images/s"
+        )
         _table([{"": name, **result[name]} for name in ("test", "baseline")])
         print(f"saved to {args.out}")
     return 0

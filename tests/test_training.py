@@ -1,4 +1,4 @@
-"""The custom training loop: default and mirrored strategies, resuming, augmentation that moves boxes."""
+"""The custom training loop: default and mirrored strategies, resuming, recipes, run_training end to end."""
 
 from __future__ import annotations
 
@@ -8,32 +8,32 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 import pytest
-import tensorflow as tf
 
-from sprint2.training import (AUGMENT_PRESETS, FILL_VALUE, AugmentParams, TrainConfig, augment, augment_params,
-                              make_targets, train)
+from sprint2 import training
+from sprint2.dataset import LoadedDataset
+from sprint2.loading import LoadOptions
+from sprint2.synthetic import generate
+from sprint2.training import (
+    RECIPES,
+    SMALL_DATA,
+    TrainConfig,
+    choose_recipe,
+    read_history,
+    run_training,
+    split_validation,
+    train,
+    write_history,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 COLOURS = [(230, 30, 30), (30, 220, 40), (40, 60, 240)]
 
 
-@dataclass
-class ToyDataset:
-    """LoadedDataset-like: one coloured rectangle per image, class = colour."""
-
-    images: np.ndarray
-    boxes: list
-    labels: list
-    class_names: list
-    paths: list = field(default_factory=list)
-
-
-def toy_dataset(n: int = 48, size: int = 32, seed: int = 0) -> ToyDataset:
+def toy_dataset(n: int = 48, size: int = 32, seed: int = 0) -> LoadedDataset:
     """Black images with one rectangle of a class colour at a random place and size."""
     rng = np.random.default_rng(seed)
     images = np.zeros((n, size, size, 3), np.uint8)
@@ -45,104 +45,16 @@ def toy_dataset(n: int = 48, size: int = 32, seed: int = 0) -> ToyDataset:
         images[i, y0 : y0 + h, x0 : x0 + w] = COLOURS[c]
         boxes.append(np.array([[x0, y0, x0 + w, y0 + h]], np.float32))
         labels.append(np.array([c], np.int32))
-    return ToyDataset(images, boxes, labels, ["red", "green", "blue"], [Path(f"{i}.jpg") for i in range(n)])
+    return LoadedDataset(
+        images, boxes, labels, ["red", "green", "blue"], [Path(f"{i}.jpg") for i in range(n)]
+    )
 
 
 def _config(tmp_path: Path | None, **kw) -> TrainConfig:
-    base = dict(model="improved", epochs=2, batch_size=8, learning_rate=2e-3, seed=0, patience=5,
-                out_dir=tmp_path)  # fmt: skip
+    base = dict(
+        model="improved", epochs=2, batch_size=8, learning_rate=2e-3, seed=0, patience=5, out_dir=tmp_path
+    )
     return TrainConfig(**{**base, **kw})
-
-
-def test_make_targets_largest_and_all() -> None:
-    ds = toy_dataset(3)
-    ds.boxes[1] = np.array([[0, 0, 4, 4], [2, 2, 20, 20]], np.float32)
-    ds.labels[1] = np.array([2, 0], np.int32)
-    images, labels, boxes = make_targets(ds, "largest")
-    assert images.shape == (3, 32, 32, 3) and labels.tolist() == [0, 0, 2]
-    np.testing.assert_array_equal(boxes[1], [2, 2, 20, 20])
-    images, labels, boxes = make_targets(ds, "all")
-    assert len(images) == 4 and labels.tolist() == [0, 2, 0, 2]
-    np.testing.assert_array_equal(images[1], images[2])  # the two-object image is duplicated
-
-
-def test_augmentation_keeps_boxes_on_the_object() -> None:
-    size = 48
-    image = np.zeros((size, size, 3), np.float32)
-    image[10:26, 4:16] = 255.0  # object on the left half
-    batch = tf.constant(np.repeat(image[None], 32, axis=0))
-    box = tf.constant([[4.0, 10.0, 16.0, 26.0]] * 32)
-    out_images, out_boxes = augment(batch, box, tf.constant([3, 4], tf.int64))
-    out_images, out_boxes = out_images.numpy(), out_boxes.numpy()
-    centres = (out_boxes[:, 0] + out_boxes[:, 2]) / 2
-    assert (centres > size / 2).any() and (centres < size / 2).any()  # some flipped, some not
-    assert not np.allclose(out_boxes, box.numpy())  # scaled / shifted too
-    for img, b in zip(out_images, out_boxes):
-        ys, xs = np.nonzero(img[..., 0] > 127)
-        found = np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
-        np.testing.assert_allclose(found, b, atol=1.5)  # the box still bounds the bright pixels
-
-
-def _bright_bounds(img: np.ndarray) -> np.ndarray:
-    ys, xs = np.nonzero(img[..., 0] > 191)
-    return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
-
-
-@pytest.mark.parametrize("zoom", [(0.6, 0.8), (1.2, 1.4), (0.6, 1.4)])
-def test_strong_crops_and_zooms_keep_the_box_on_the_object(zoom) -> None:
-    size, n = 64, 48
-    image = np.zeros((size, size, 3), np.float32)
-    image[6:46, 30:60] = 255.0  # a large object near the right edge: zooming in must not cut it
-    box = np.array([30.0, 6.0, 60.0, 46.0], np.float32)
-    params = AugmentParams(zoom=zoom, aspect=0.15, shift=0.5)
-    out_images, out_boxes = augment(tf.constant(np.repeat(image[None], n, 0)), tf.constant(np.tile(box, (n, 1))),
-                                    tf.constant([7, 8], tf.int64), params)  # fmt: skip
-    out_images, out_boxes = out_images.numpy(), out_boxes.numpy()
-    widths = out_boxes[:, 2] - out_boxes[:, 0]
-    if zoom[1] < 1:
-        assert (widths < 30 * 0.95).all()  # zoomed out (0.8 x stretch up to e^0.15): smaller
-        assert np.isclose(out_images[:, 0, 0], FILL_VALUE).mean() > 0.5  # grey canvas shows at the corner
-    if zoom[0] > 1:
-        assert (widths > 30 * 1.1).any()  # zoomed in where it fits
-    assert (out_boxes >= 0).all() and (out_boxes <= size).all()
-    assert out_boxes[:, 0].std() > 2 and out_boxes[:, 1].std() > 2  # boxes really move about
-    for img, b in zip(out_images, out_boxes):
-        np.testing.assert_allclose(_bright_bounds(img), b, atol=1.5)  # still bounds the object, whole
-
-
-def test_colour_jitter_keeps_dtype_range_and_boxes() -> None:
-    rng = np.random.default_rng(0)
-    x = tf.constant(rng.uniform(0, 255, (16, 24, 24, 3)), tf.float32)
-    boxes = tf.constant(np.tile([[2.0, 3.0, 20.0, 22.0]], (16, 1)), tf.float32)
-    params = AugmentParams(flip=False, zoom=(1.0, 1.0), shift=0.0, brightness=0.3, contrast=0.4,
-                           saturation=0.4, hue=0.1)  # fmt: skip
-    out, out_boxes = augment(x, boxes, tf.constant([1, 1], tf.int64), params)
-    assert out.dtype == tf.float32 and out.shape == x.shape
-    out = out.numpy()
-    assert out.min() >= 0.0 and out.max() <= 255.0
-    assert np.abs(out - x.numpy()).mean() > 5  # the colours really changed
-    np.testing.assert_allclose(out_boxes.numpy(), boxes.numpy(), atol=1e-4)  # colour never moves boxes
-    grey, _ = augment(x, boxes, tf.constant([1, 1], tf.int64), AugmentParams(flip=False, zoom=(1.0, 1.0),
-                                                                             shift=0.0, grayscale=1.0))  # fmt: skip
-    grey = grey.numpy()
-    np.testing.assert_allclose(grey[..., 0], grey[..., 1], atol=1e-3)
-    np.testing.assert_allclose(grey[..., 1], grey[..., 2], atol=1e-3)
-
-
-def test_augment_presets_resolve() -> None:
-    assert augment_params("strong") is AUGMENT_PRESETS["strong"]
-    custom = AugmentParams(zoom=(0.8, 1.2))
-    assert augment_params(custom) is custom
-    with pytest.raises(ValueError, match="strong"):
-        augment_params("wild")
-
-
-def test_augmentation_is_reproducible() -> None:
-    x = tf.constant(toy_dataset(4).images, tf.float32)
-    b = tf.constant(np.concatenate(toy_dataset(4).boxes))
-    first = augment(x, b, tf.constant([1, 2], tf.int64))
-    second = augment(x, b, tf.constant([1, 2], tf.int64))
-    np.testing.assert_array_equal(first[1].numpy(), second[1].numpy())
 
 
 @pytest.fixture(scope="module")
@@ -184,8 +96,9 @@ print(json.dumps({"replicas": result.replicas, "kind": info.kind, "history": res
                   "outputs": {k: list(v.shape) for k, v in out.items()}}))
 """
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
-    proc = subprocess.run([sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)  # fmt: skip
+    proc = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["replicas"] == 2 and got["kind"] == "cpu"
@@ -220,21 +133,95 @@ def test_resume_refuses_checkpoints_of_a_different_run(tmp_path) -> None:
 
 
 def test_end_to_end_with_loading(tmp_path) -> None:
-    synthetic = pytest.importorskip("sprint2.synthetic")
-    loading = pytest.importorskip("sprint2.loading")
-    if not hasattr(synthetic, "generate") or not hasattr(loading, "load_splits"):
-        pytest.skip("data layer not complete yet")
-    from sprint2.training import run_training
-
-    data = synthetic.generate(tmp_path / "data", train=40, test=12, classes=3, seed=0)
-    metrics = run_training(data, model="improved", epochs=2, batch=8, size=32, out_dir=tmp_path / "run", seed=0)
-    assert {"strategy", "replicas", "epochs", "train_images", "test_images", "images_per_s", "test",
-            "baseline"} <= set(metrics)  # fmt: skip
-    assert metrics["train_images"] + metrics.get("val_images", 0) == 40 and metrics["test_images"] == 12
+    data = generate(tmp_path / "data", train=40, test=12, classes=3, seed=0)
+    load = LoadOptions(size=32, errors="skip")
+    metrics = run_training(
+        data, model="improved", out_dir=tmp_path / "run", seed=0, load=load, epochs=2, batch_size=8
+    )
+    assert {
+        "strategy",
+        "replicas",
+        "epochs",
+        "train_images",
+        "test_images",
+        "images_per_s",
+        "test",
+        "baseline",
+    } <= set(metrics)
+    assert metrics["train_images"] + metrics["val_images"] == 40 and metrics["test_images"] == 12
     for part in ("test", "baseline"):
         assert set(metrics[part]) == {"accuracy", "mean_iou", "hit_rate_iou50"}
     for name in ("model.keras", "history.csv", "metrics.json"):
         assert (tmp_path / "run" / name).is_file()
-    assert json.loads((tmp_path / "run" / "metrics.json").read_text())["epochs"] == 2
+    saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert saved["epochs"] == 2 and saved["recipe"] == "small-photos" and saved["size"] == 32
     # 40 images is a small set: the small-data recipe (strong augmentation, warm-up, no validation split).
-    assert metrics["augmentation"] == "strong" and metrics["warmup_epochs"] == 3 and metrics["val_images"] == 0
+    assert (
+        metrics["augmentation"] == "strong" and metrics["warmup_epochs"] == 3 and metrics["val_images"] == 0
+    )
+    assert metrics["batch_per_replica"] == 8
+    assert [row["epoch"] for row in read_history(tmp_path / "run" / "history.csv")] == [1, 2]
+
+
+def test_auto_recipe_is_a_function_of_the_training_set_size() -> None:
+    assert choose_recipe(SMALL_DATA - 1) == "small-photos" and choose_recipe(SMALL_DATA) == "synthetic"
+    assert choose_recipe(0) == "small-photos" and set(RECIPES) == {"synthetic", "small-photos"}
+
+
+def test_recipe_settings_reach_the_config_and_overrides_win(tmp_path: Path) -> None:
+    small, large = RECIPES["small-photos"], RECIPES["synthetic"]
+    config = training._config("improved", 3, tmp_path, small, False, {"epochs": 30})
+    assert (config.augmentation, config.warmup_epochs, config.augment) == ("strong", 3, True)
+    assert (
+        config.patience == 30 and config.seed == 3 and config.out_dir == tmp_path
+    )  # no validation: every epoch
+    config = training._config("improved", 0, tmp_path, large, True, {})
+    assert (config.augmentation, config.warmup_epochs, config.patience, config.epochs) == ("light", 0, 8, 40)
+    config = training._config(
+        "original",
+        0,
+        tmp_path,
+        large,
+        True,
+        {"patience": 2, "augmentation": "strong", "val_fraction": 0.3, "batch_size": 4},
+    )
+    assert (config.patience, config.augmentation, config.batch_size, config.augment) == (
+        2,
+        "strong",
+        4,
+        False,
+    )
+    assert (large.val_fraction, small.val_fraction) == (0.1, 0.0)
+
+
+def test_run_training_refuses_unknown_recipes_and_options(tmp_path: Path) -> None:
+    with pytest.raises(ValueError, match="unknown recipe 'huge'; choose auto or one of"):
+        run_training(tmp_path, recipe="huge")
+    with pytest.raises(TypeError, match=r"unknown options \['batch'\]"):
+        run_training(tmp_path, batch=8)
+    with pytest.raises(ValueError, match=r"val_fraction must be in \[0, 1\)"):
+        run_training(tmp_path, val_fraction=1.0)
+
+
+def test_split_validation_is_seeded_and_needs_enough_images() -> None:
+    ds = toy_dataset(40)
+    ds_train, ds_val = split_validation(ds, 0.25, seed=1)
+    assert len(ds_train) == 30 and len(ds_val) == 10
+    again_train, _ = split_validation(ds, 0.25, seed=1)
+    assert ds_train.paths == again_train.paths and not set(ds_train.paths) & set(ds_val.paths)
+    whole, none = split_validation(toy_dataset(19), 0.5, seed=1)
+    assert none is None and len(whole) == 19
+
+
+def test_history_round_trip_leaves_empty_cells_out(tmp_path: Path) -> None:
+    rows = [
+        {"epoch": 1, "loss": 2.5, "seconds": 1.0, "images_per_s": 10.0},
+        {"epoch": 2, "loss": 1.5, "val_loss": 1.75, "seconds": 1.0, "images_per_s": 12.0},
+    ]
+    write_history(tmp_path / "h" / "history.csv", rows)
+    header = (tmp_path / "h" / "history.csv").read_text().splitlines()[0]
+    assert header.split(",") == training.HISTORY_FIELDS
+    back = read_history(tmp_path / "h" / "history.csv")
+    assert back == rows and isinstance(back[0]["epoch"], int)
+    assert read_history(tmp_path / "h" / "history.csv", up_to=1) == rows[:1]
+    assert read_history(tmp_path / "missing.csv") == []

@@ -50,7 +50,7 @@ Predictor = Callable[[np.ndarray], Outputs]
 
 
 def predict_batched(predict: Predictor, images: np.ndarray, batch_size: int = 32) -> Outputs:
-    """Runs `predict` (a Keras model call, a LiteRT model, ...) over the images in batches and joins the outputs."""
+    """Runs `predict` (a Keras model call, a LiteRT model, ...) on images in batches; joins the outputs."""
     if len(images) == 0:
         raise ValueError("predict_batched needs at least one image")
     parts: dict[str, list[np.ndarray]] = {name: [] for name in OUTPUT_NAMES}
@@ -62,7 +62,7 @@ def predict_batched(predict: Predictor, images: np.ndarray, batch_size: int = 32
 
 
 def predict(model: Any, images: np.ndarray, batch_size: int = 64) -> tuple[np.ndarray, np.ndarray]:
-    """Runs the model in batches (plain calls, no Model.predict) and returns (probs (N, C), boxes (N, 4) px)."""
+    """Runs the model in batches (plain calls, no Model.predict): (probs (N, C), boxes (N, 4) px)."""
     if len(images) == 0:
         n_classes = int(model.outputs[0].shape[-1]) if hasattr(model, "outputs") else 0
         return np.zeros((0, n_classes), np.float32), np.zeros((0, 4), np.float32)
@@ -182,5 +182,7 @@ def baseline(train_ds: Any, test_ds: Any, target: Target = "largest") -> dict:
     probs = np.zeros((n, num_classes), np.float32)
     probs[:, majority] = 1.0
     result = evaluate(probs, np.tile(mean_box, (n, 1)), test_ds, target=target)
-    result.update({"majority_class": train_ds.class_names[majority], "mean_box": [float(v) for v in mean_box]})
+    result.update(
+        {"majority_class": train_ds.class_names[majority], "mean_box": [float(v) for v in mean_box]}
+    )
     return result

@@ -364,6 +364,7 @@ class _Data:
 
     @property
     def size(self) -> int:
+        """The (square) image side in pixels."""
         return int(self.images.shape[1])
 
 
@@ -438,6 +439,7 @@ class _Run:
         return start_epoch
 
     def _restore_files(self) -> None:
+        """The checkpoint manager, and the saved run's state and history when there is one to resume."""
         assert self.out_dir is not None and self.write_dir is not None
         checkpoints = self.out_dir / "checkpoints"
         self.manager = tf.train.CheckpointManager(

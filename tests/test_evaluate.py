@@ -25,7 +25,7 @@ def _data(boxes: list[list[list[float]]], labels: list[list[int]], classes: int 
     return Data(
         images=np.zeros((len(boxes), 32, 32, 3), np.uint8),
         boxes=[np.asarray(b, np.float32).reshape(-1, 4) for b in boxes],
-        labels=[np.asarray(l, np.int32) for l in labels],
+        labels=[np.asarray(lab, np.int32) for lab in labels],
         class_names=[f"c{i}" for i in range(classes)],
     )
 
@@ -87,12 +87,16 @@ def test_ap_by_hand() -> None:
 def test_ap_counts_every_ground_truth_box() -> None:
     # Two objects of class 0 in one image, one detection: recall can reach only 1/2.
     ds = _data([[[0, 0, 10, 10], [15, 15, 30, 30]]], [[0, 0]])
-    assert evaluate(_onehot([0]), np.array([[15, 15, 30, 30]], np.float32), ds)["ap50"]["c0"] == pytest.approx(0.5)
+    assert evaluate(_onehot([0]), np.array([[15, 15, 30, 30]], np.float32), ds)["ap50"][
+        "c0"
+    ] == pytest.approx(0.5)
 
 
 def test_average_precision_all_point_interpolation() -> None:
     assert average_precision(np.array([0.5, 1.0]), np.array([1.0, 0.5])) == pytest.approx(0.75)
-    assert average_precision(np.array([0.5, 0.5, 1.0]), np.array([0.5, 1.0, 2 / 3])) == pytest.approx(0.5 + 1 / 3)
+    assert average_precision(np.array([0.5, 0.5, 1.0]), np.array([0.5, 1.0, 2 / 3])) == pytest.approx(
+        0.5 + 1 / 3
+    )
 
 
 def test_elementwise_iou_degenerate_is_zero() -> None:

@@ -1,4 +1,4 @@
-"""Tests for sprint2.quantize: every TFLite variant converts, runs under LiteRT by output name, and is measured."""
+"""sprint2.quantize: every TFLite variant converts, runs under LiteRT by output name, and is measured."""
 
 from __future__ import annotations
 
@@ -65,7 +65,9 @@ def test_all_variants_written_to_out_dir(converted: tuple[keras.Model, dict[str,
 
 
 @pytest.mark.parametrize("variant", q.VARIANTS)
-def test_variant_runs_batch1_and_batched(converted: tuple[keras.Model, dict[str, Path]], variant: str) -> None:
+def test_variant_runs_batch1_and_batched(
+    converted: tuple[keras.Model, dict[str, Path]], variant: str
+) -> None:
     model, paths = converted
     runner = q.LiteRTModel(paths[variant], num_threads=1)
     x = images(6)
@@ -77,13 +79,15 @@ def test_variant_runs_batch1_and_batched(converted: tuple[keras.Model, dict[str,
     for name in q.OUTPUT_NAMES:
         assert again[name].dtype == np.float32
         np.testing.assert_allclose(again[name], one[name], atol=1e-6)
-        # Batched rows equal single-image runs (quantized kernels too: per-tensor activation scales are fixed).
+        # Batched rows equal single-image runs (quantized too: per-tensor activation scales are fixed).
         np.testing.assert_allclose(many[name][:1], one[name], atol=1e-4)
     np.testing.assert_allclose(many["class"].sum(1), 1.0, atol=0.02)
 
 
 @pytest.mark.parametrize("variant", q.VARIANTS)
-def test_outputs_mapped_by_name_not_position(converted: tuple[keras.Model, dict[str, Path]], variant: str) -> None:
+def test_outputs_mapped_by_name_not_position(
+    converted: tuple[keras.Model, dict[str, Path]], variant: str
+) -> None:
     """With C == 4 both outputs have shape (N, 4); each must still match Keras' output of the same name."""
     model, paths = converted
     x = images(8, seed=3)
@@ -110,7 +114,9 @@ def test_quantized_variants_are_smaller(converted: tuple[keras.Model, dict[str, 
         assert size[name] < size["float32"], (name, size)
 
 
-def test_int8_io_takes_uint8_pixels_and_returns_floats(converted: tuple[keras.Model, dict[str, Path]]) -> None:
+def test_int8_io_takes_uint8_pixels_and_returns_floats(
+    converted: tuple[keras.Model, dict[str, Path]],
+) -> None:
     model, paths = converted
     runner = q.LiteRTModel(paths["int8_io"], num_threads=1)
     assert runner.input_dtype == np.uint8
@@ -134,7 +140,9 @@ def test_runner_requires_named_outputs(tmp_path: Path) -> None:
     """A model whose outputs are not named class/box is refused instead of guessed by position."""
     inputs = keras.Input((SIZE, SIZE, 3))
     x = layers.GlobalAveragePooling2D()(inputs)
-    model = keras.Model(inputs, {"scores": layers.Dense(3, name="scores")(x), "box": layers.Dense(4, name="box")(x)})
+    model = keras.Model(
+        inputs, {"scores": layers.Dense(3, name="scores")(x), "box": layers.Dense(4, name="box")(x)}
+    )
     path = tmp_path / "bad.tflite"
     path.write_bytes(q.convert(q.export_saved_model(model, tmp_path), "float32"))
     with pytest.raises(ValueError, match="lack"):
@@ -154,7 +162,9 @@ def test_representative_sample_is_seeded_subset() -> None:
 def _iou(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     lo, hi = np.maximum(a[:, :2], b[:, :2]), np.minimum(a[:, 2:], b[:, 2:])
     inter = np.clip(hi - lo, 0, None).prod(1)
-    union = np.clip(a[:, 2:] - a[:, :2], 0, None).prod(1) + np.clip(b[:, 2:] - b[:, :2], 0, None).prod(1) - inter
+    union = (
+        np.clip(a[:, 2:] - a[:, :2], 0, None).prod(1) + np.clip(b[:, 2:] - b[:, :2], 0, None).prod(1) - inter
+    )
     return inter / np.maximum(union, 1e-9)
 
 
@@ -165,17 +175,38 @@ def test_measure_variants_report_keys_and_types(tmp_path: Path) -> None:
     gt = np.tile([[4.0, 6.0, SIZE - 6.0, SIZE - 4.0]], (12, 1))
 
     def metrics(probs: np.ndarray, boxes: np.ndarray) -> dict[str, float]:
-        return {"accuracy": float((probs.argmax(1) == labels).mean()), "mean_iou": float(_iou(boxes, gt).mean())}
+        return {
+            "accuracy": float((probs.argmax(1) == labels).mean()),
+            "mean_iou": float(_iou(boxes, gt).mean()),
+        }
 
     report = q.measure_variants(
-        model, images(20, seed=7), test_x, metrics, out_dir=tmp_path, repeats=4, batch_size=5, num_threads=1,
-        representative_count=8, keras_bytes=123_456,
+        model,
+        images(20, seed=7),
+        test_x,
+        metrics,
+        out_dir=tmp_path,
+        repeats=4,
+        batch_size=5,
+        num_threads=1,
+        representative_count=8,
+        keras_bytes=123_456,
     )
     assert [r["name"] for r in report["variants"]] == list(q.VARIANTS)
     types = {
-        "name": str, "bytes": int, "size_ratio": float, "size_ratio_keras": float, "latency_ms": float,
-        "latency_p95_ms": float, "speedup": float, "throughput_ips": float, "accuracy": float, "mean_iou": float,
-        "max_diff_class": float, "max_diff_box_px": float, "io_dtype": str,
+        "name": str,
+        "bytes": int,
+        "size_ratio": float,
+        "size_ratio_keras": float,
+        "latency_ms": float,
+        "latency_p95_ms": float,
+        "speedup": float,
+        "throughput_ips": float,
+        "accuracy": float,
+        "mean_iou": float,
+        "max_diff_class": float,
+        "max_diff_box_px": float,
+        "io_dtype": str,
     }
     for row in report["variants"]:
         for key, typ in types.items():
@@ -210,7 +241,9 @@ def test_improved_model_converts_with_names_mapped(tmp_path: Path) -> None:
     for name in q.OUTPUT_NAMES:
         np.testing.assert_allclose(f32[name], ref[name], atol=1e-4, rtol=1e-5)
     int8 = q.LiteRTModel(paths["int8"], num_threads=2)(x)
-    np.testing.assert_allclose(int8["box"], ref["box"], atol=3.0)  # 64-px boxes, a few px of int8 error at most
+    np.testing.assert_allclose(
+        int8["box"], ref["box"], atol=3.0
+    )  # 64-px boxes, a few px of int8 error at most
     np.testing.assert_allclose(int8["class"], ref["class"], atol=0.1)
     assert paths["int8"].stat().st_size < 0.3 * paths["float32"].stat().st_size
 

@@ -334,6 +334,11 @@ def _fmt_box(box: Sequence[float]) -> str:
     return "(" + ", ".join(f"{v:g}" for v in box) + ")"
 
 
+def _image(ann: Annotation, width: int, height: int) -> str:
+    """How a box problem names the image: "the 640x480 image x.jpg"."""
+    return f"the {width}x{height} image {ann.image_path.name}"
+
+
 def _degenerate(box: Sequence[float]) -> str | None:
     """Why a box has no area (xmax <= xmin or ymax <= ymin), or None when it has some."""
     if box[2] <= box[0] or box[3] <= box[1]:
@@ -363,7 +368,6 @@ def screen_boxes(ann: Annotation, width: int, height: int) -> tuple[Annotation, 
         )
     tol = BOX_TOLERANCE_PX
     kept, dropped = [], []
-    image = f"the {width}x{height} image {ann.image_path.name}"
     for index, obj in enumerate(ann.objects, start=1):
         x0, y0, x1, y1 = obj.box
         if 0.0 <= x0 < x1 <= width and 0.0 <= y0 < y1 <= height:  # the usual case: nothing to clip
@@ -374,7 +378,7 @@ def screen_boxes(ann: Annotation, width: int, height: int) -> tuple[Annotation, 
             dropped.append((index, flat))
             continue
         if x0 < -tol or y0 < -tol or x1 > width + tol or y1 > height + tol:
-            dropped.append((index, f"box {_fmt_box(obj.box)} outside {image}"))
+            dropped.append((index, f"box {_fmt_box(obj.box)} outside {_image(ann, width, height)}"))
             continue
         clipped = (
             min(max(x0, 0.0), width),
@@ -383,7 +387,9 @@ def screen_boxes(ann: Annotation, width: int, height: int) -> tuple[Annotation, 
             min(max(y1, 0.0), height),
         )
         if _degenerate(clipped):
-            dropped.append((index, f"box {_fmt_box(obj.box)} has no area inside {image}"))
+            dropped.append(
+                (index, f"box {_fmt_box(obj.box)} has no area inside {_image(ann, width, height)}")
+            )
             continue
         kept.append(obj._replace(box=clipped) if clipped != obj.box else obj)
     return Annotation(ann.xml_path, ann.image_path, width, height, ann.depth, tuple(kept)), dropped

@@ -18,8 +18,6 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
-from sprint2.table import table  # noqa: F401 (notebooks take their tables from viz)
-
 logger = logging.getLogger(__name__)
 
 RGB = tuple[int, int, int]

@@ -323,7 +323,6 @@ def test_figures_are_not_left_open_in_pyplot() -> None:
 
 
 def test_table_renders_html_and_text_with_formats_and_dashes() -> None:
-    assert viz.table is table  # notebooks take their tables from viz
     rows = [{"model": "improved", "acc": 0.953, "note": None}, {"model": "<b>", "acc": 1 / 3}]
     t = table(rows, ["model", ("accuracy", "acc", "{:.1%}"), "note"])
     page = t._repr_html_()

@@ -7,22 +7,17 @@ worker killed mid-training gives a clear error on the survivor and a restart res
 from __future__ import annotations
 
 import json
-import os
 import re
 import signal
-import socket
-import subprocess
-import sys
 import time
-from contextlib import ExitStack
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from sprint2.launch import LocalWorkers
 from sprint2.synthetic import generate
 
-ROOT = Path(__file__).resolve().parents[1]
 WAIT_S = 240  # the longest any worker may run before it is killed and the test fails
 COLLECTIVE_TIMEOUT_S = "30"  # the survivor's all-reduce gives up after this; start-up skew must fit in it
 SIZE = 32
@@ -34,67 +29,17 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return generate(tmp_path_factory.mktemp("mw") / "data", train=32, test=8, seed=0)
 
 
-def free_ports(n: int) -> list[int]:
-    """n distinct loopback ports that were free a moment ago (bound to port 0 together, then released)."""
-    with ExitStack() as stack:
-        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
-        for s in socks:
-            s.bind(("127.0.0.1", 0))
-        return [s.getsockname()[1] for s in socks]
+def workers(data: Path, out: Path, logs: Path, epochs: int) -> LocalWorkers:
+    """Two `sprint2 train --strategy multiworker` processes on tiny data, started."""
+    args = [str(data), "--epochs", str(epochs), "--size", str(SIZE)]
+    return LocalWorkers(args, out, logs, env={"SPRINT2_COLLECTIVE_TIMEOUT": COLLECTIVE_TIMEOUT_S}).start()
 
 
-class Cluster:
-    """Two `python -m sprint2 train --strategy multiworker` processes; output kept in files."""
-
-    def __init__(self, data: Path, out: Path, logs: Path, epochs: int, scratch: Path) -> None:
-        self.procs: list[subprocess.Popen] = []
-        self.logs = logs
-        logs.mkdir(parents=True, exist_ok=True)
-        ports = free_ports(2)
-        cluster = {"worker": [f"127.0.0.1:{p}" for p in ports]}
-        for i in range(2):
-            env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "SPRINT2_COLLECTIVE_TIMEOUT": COLLECTIVE_TIMEOUT_S,
-                   "TF_CONFIG": json.dumps({"cluster": cluster, "task": {"type": "worker", "index": i}}),
-                   "TMPDIR": str(scratch / f"w{i}")}  # fmt: skip
-            (scratch / f"w{i}").mkdir(parents=True, exist_ok=True)
-            cmd = [sys.executable, "-m", "sprint2", "-v", "train", str(data), "--strategy", "multiworker",
-                   "--epochs", str(epochs), "--size", str(SIZE), "--out", str(out), "--json"]  # fmt: skip
-            with (logs / f"w{i}.out").open("w") as so, (logs / f"w{i}.err").open("w") as se:
-                self.procs.append(subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=so, stderr=se))
-
-    def wait(self, i: int, timeout: float) -> int:
-        """Exit code of worker i; kills everything and fails the test when it runs too long."""
-        try:
-            return self.procs[i].wait(timeout=timeout)
-        except subprocess.TimeoutExpired:
-            self.kill()
-            pytest.fail(f"worker {i} still running after {timeout:.0f} s\n{self.stderr(i)[-4000:]}")
-
-    def stdout(self, i: int) -> str:
-        return (self.logs / f"w{i}.out").read_text()
-
-    def stderr(self, i: int) -> str:
-        return (self.logs / f"w{i}.err").read_text()
-
-    def metrics(self, i: int) -> dict:
-        """The `--json` output of worker i (the last JSON object on its stdout)."""
-        text = self.stdout(i)
-        return json.loads(text[text.index("{") :])
-
-    def kill(self) -> None:
-        for p in self.procs:
-            if p.poll() is None:
-                p.kill()
-                p.wait(timeout=30)
-
-    def run_to_end(self, timeout: float) -> None:
-        """Wait for both workers (killing what is left at the end) and fail on a non-zero exit."""
-        try:
-            codes = [self.wait(i, timeout) for i in range(2)]
-        finally:
-            self.kill()
-        for i, code in enumerate(codes):
-            assert code == 0, f"worker {i} exited {code}:\n{self.stderr(i)[-4000:]}"
+def run_to_end(cluster: LocalWorkers) -> None:
+    """Waits for both workers (killing what is left at the deadline) and fails on a non-zero exit."""
+    codes = cluster.run_to_end(WAIT_S)
+    for i, code in enumerate(codes):
+        assert code == 0, f"worker {i} exited {code}:\n{cluster.stderr(i)[-4000:]}"
 
 
 def _latest_epoch(checkpoints: Path) -> int:
@@ -112,8 +57,8 @@ def test_two_workers_train_and_only_the_chief_writes(tiny_data: Path, tmp_path: 
     from sprint2.loading import load_splits
 
     out = tmp_path / "run"
-    cluster = Cluster(tiny_data, out, tmp_path / "logs", epochs=1, scratch=tmp_path / "tmp")
-    cluster.run_to_end(WAIT_S)
+    with workers(tiny_data, out, tmp_path / "logs", epochs=1) as cluster:
+        run_to_end(cluster)
 
     chief, other = cluster.metrics(0), cluster.metrics(1)
     for m in (chief, other):
@@ -124,10 +69,19 @@ def test_two_workers_train_and_only_the_chief_writes(tiny_data: Path, tmp_path: 
 
     # The run folder is the chief's alone; worker 1 cleaned up its scratch copy when it finished.
     files = {p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file()}
-    assert {"model.keras", "metrics.json", "history.csv", "checkpoints/checkpoint",
-            "checkpoints/ckpt-1.index"} <= files  # fmt: skip
+    assert {
+        "model.keras",
+        "metrics.json",
+        "history.csv",
+        "checkpoints/checkpoint",
+        "checkpoints/ckpt-1.index",
+    } <= files
     assert json.loads((out / "metrics.json").read_text())["strategy_info"]["worker_index"] == 0
-    assert not list((tmp_path / "tmp" / "w1").iterdir()), "worker 1 left its scratch folder behind"
+    assert not list(cluster.scratch_dir(1).iterdir()), "worker 1 left its scratch folder behind"
+    # Each worker logged its one epoch; the numbers agree because the all-reduced statistics do.
+    for i in range(2):
+        assert [line.split(":")[0] for line in cluster.epoch_lines(i)] == ["epoch 1/1"]
+    assert cluster.epoch_lines(0)[0].split("seconds=")[0] == cluster.epoch_lines(1)[0].split("seconds=")[0]
 
     # The saved model loads and scores exactly what the chief reported for the test split.
     _, test_ds = load_splits(tiny_data, size=SIZE, errors="skip")
@@ -143,22 +97,22 @@ def test_two_workers_train_and_only_the_chief_writes(tiny_data: Path, tmp_path: 
 def test_killed_worker_gives_clear_error_and_restart_resumes(tiny_data: Path, tmp_path: Path) -> None:
     out = tmp_path / "run"
     checkpoints = out / "checkpoints"
-    scratch1, worker1_ckpt = tmp_path / "tmp" / "w1", "sprint2-*-worker1/checkpoints/ckpt-1.index"
-    cluster = Cluster(tiny_data, out, tmp_path / "logs1", epochs=50, scratch=tmp_path / "tmp")
-    try:
+    worker1_ckpt = "sprint2-*-worker1/checkpoints/ckpt-1.index"
+    with workers(tiny_data, out, tmp_path / "logs1", epochs=50) as cluster:
         # Kill once both have saved epoch 1: the chief into --out, worker 1 into its own scratch folder.
         deadline = time.monotonic() + WAIT_S
-        while not ((checkpoints / "ckpt-1.index").is_file() and list(scratch1.glob(worker1_ckpt))):
+        while not (
+            (checkpoints / "ckpt-1.index").is_file() and list(cluster.scratch_dir(1).glob(worker1_ckpt))
+        ):
             for i in range(2):
-                assert cluster.procs[i].poll() is None, f"worker {i} exited early:\n{cluster.stderr(i)[-4000:]}"
+                assert cluster.poll(i) is None, f"worker {i} exited early:\n{cluster.stderr(i)[-4000:]}"
             assert time.monotonic() < deadline, "no checkpoint for epoch 1 in time"
             time.sleep(0.2)
-        cluster.procs[1].send_signal(signal.SIGKILL)
+        cluster.kill(1)
         killed_at = time.monotonic()
         code = cluster.wait(0, WAIT_S)
         detect_s = time.monotonic() - killed_at
-    finally:
-        cluster.kill()
+    assert cluster.poll(1) == -signal.SIGKILL
 
     err = cluster.stderr(0)
     assert code != 0, err[-4000:]
@@ -173,8 +127,8 @@ def test_killed_worker_gives_clear_error_and_restart_resumes(tiny_data: Path, tm
     assert done >= 1
 
     # Restart both with the same --out: they resume after the last checkpoint and finish one more epoch.
-    restarted = Cluster(tiny_data, out, tmp_path / "logs2", epochs=done + 1, scratch=tmp_path / "tmp")
-    restarted.run_to_end(WAIT_S)
+    with workers(tiny_data, out, tmp_path / "logs2", epochs=done + 1) as restarted:
+        run_to_end(restarted)
     for i in range(2):
         m = restarted.metrics(i)
         assert m["start_epoch"] == done + 1 and m["epochs"] == done + 1
@@ -216,17 +170,25 @@ def test_worker_lost_message_names_the_peer_epoch_and_checkpoints() -> None:
 
     from sprint2.distribute import StrategyInfo, WorkerLostError, worker_lost
 
-    info = StrategyInfo("multiworker", task_type="worker", worker_index=0,
-                        cluster={"worker": ["10.0.0.1:2222", "10.0.0.2:2222", "10.0.0.3:2222"]})  # fmt: skip
-    text = ("{{function_node __wrapped__CollectiveReduceV2_device_/job:worker/replica:0/task:0/device:CPU:0}} "
-            "Collective ops is aborted by: The following tasks are unhealthy (stopped sending heartbeats):\n"
-            "/job:worker/replica:0/task:2\nThe tasks have crashed.")  # fmt: skip
+    info = StrategyInfo(
+        "multiworker",
+        task_type="worker",
+        worker_index=0,
+        cluster={"worker": ["10.0.0.1:2222", "10.0.0.2:2222", "10.0.0.3:2222"]},
+    )
+    text = (
+        "{{function_node __wrapped__CollectiveReduceV2_device_/job:worker/replica:0/task:0/device:CPU:0}} "
+        "Collective ops is aborted by: The following tasks are unhealthy (stopped sending heartbeats):\n"
+        "/job:worker/replica:0/task:2\nThe tasks have crashed."
+    )
     err = worker_lost(tf.errors.UnavailableError(None, None, text), info, 4, Path("/runs/mw/checkpoints"))
     assert isinstance(err, WorkerLostError)
     assert str(err).startswith("worker 0 lost worker 2 (10.0.0.3:2222) during epoch 4 (UnavailableError: ")
     assert "function_node" not in str(err)
     assert str(err).endswith("resumes from the last checkpoint in /runs/mw/checkpoints")
     # A bare timeout does not say who is gone: every peer is listed, never this worker itself.
-    vague = str(worker_lost(tf.errors.DeadlineExceededError(None, None, "Collective timed out"), info, 1, "/c"))
+    vague = str(
+        worker_lost(tf.errors.DeadlineExceededError(None, None, "Collective timed out"), info, 1, "/c")
+    )
     assert "a peer (one of worker 1 (10.0.0.2:2222), worker 2 (10.0.0.3:2222))" in vague
     assert "10.0.0.1" not in vague

@@ -158,7 +158,10 @@ def augment(
     uy = tf.random.stateless_uniform([b], seeds[4])
     sx, sy = scale * stretch, scale / stretch
 
-    images = tf.where(flip[:, None, None, None], tf.reverse(images, axis=[2]), images)
+    if p.flip:  # one gather per batch: each image reads its columns forwards or mirrored
+        cols = tf.range(shape[2])
+        src = tf.where(flip[:, None], shape[2] - 1 - cols[None], cols[None])
+        images = tf.gather(images, src, axis=2, batch_dims=1)
     x0 = tf.where(flip[:, None], w - boxes[..., 2], boxes[..., 0])
     x1 = tf.where(flip[:, None], w - boxes[..., 0], boxes[..., 2])
     y0, y1 = boxes[..., 1], boxes[..., 3]

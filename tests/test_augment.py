@@ -14,9 +14,15 @@ from sprint2.evaluate import image_targets
 from sprint2.pipeline import make_dataset, make_targets, padded_targets
 
 SIZE = 64
+HEIGHT, WIDTH = 48, 80  # the property tests' frame: non-square, so a transform that swaps x and y shows
+ROWS = 6  # box rows per image in the property tests: 1 to ROWS - 1 objects, the rest -1 padding
+TOL = 1.5  # px: half a pixel for the colour threshold on a resampled edge, plus resampling offsets
 # Pure colours on black: a pixel belongs to colour c when each channel sits on c's side of half-intensity,
 # so a painted edge blended by bilinear resampling is found within half a pixel of where the box says.
-PAINT = np.array([(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255)], np.float32)
+PAINT = np.array(
+    [(255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (255, 255, 0), (255, 0, 255), (0, 255, 255)],
+    np.float32,
+)
 
 STILL = dict(flip=False, zoom=(1.0, 1.0), aspect=0.0, shift=0.0)
 TRANSFORMS = {
@@ -32,28 +38,51 @@ TRANSFORMS = {
 }
 
 
-def painted(n: int, seed: int, count: int = 3) -> tuple[np.ndarray, np.ndarray]:
-    """n black images, each with `count` solid rectangles of PAINT's colours (row j painted PAINT[j]).
+def _paint(rng: np.random.Generator, image: np.ndarray, count: int, min_side: int = 6) -> list[np.ndarray]:
+    """Paints `count` solid rectangles of PAINT's colours (the j-th in PAINT[j]) on `image`; their boxes.
 
     Rectangles keep 3 px from each other and 2 px from the border, so no two colours ever blend.
     """
+    height, width = image.shape[:2]
+    placed: list[np.ndarray] = []
+    while len(placed) < count:
+        w = rng.integers(min_side, max(min_side + 1, width // 3))
+        h = rng.integers(min_side, max(min_side + 1, height // 3))
+        x0, y0 = rng.integers(2, width - 2 - w), rng.integers(2, height - 2 - h)
+        box = np.array([x0, y0, x0 + w, y0 + h], np.float32)
+        if all(
+            box[0] > b[2] + 3 or b[0] > box[2] + 3 or box[1] > b[3] + 3 or b[1] > box[3] + 3 for b in placed
+        ):
+            image[y0 : y0 + h, x0 : x0 + w] = PAINT[len(placed)]
+            placed.append(box)
+    return placed
+
+
+def painted(n: int, seed: int, count: int = 3) -> tuple[np.ndarray, np.ndarray]:
+    """n black SIZE x SIZE images, each with `count` rectangles (row j painted PAINT[j]), and their boxes."""
     rng = np.random.default_rng(seed)
     images = np.zeros((n, SIZE, SIZE, 3), np.float32)
-    boxes = np.zeros((n, count, 4), np.float32)
-    for i in range(n):
-        placed: list[np.ndarray] = []
-        while len(placed) < count:
-            w, h = rng.integers(6, SIZE // 3, 2)
-            x0, y0 = rng.integers(2, SIZE - 2 - w), rng.integers(2, SIZE - 2 - h)
-            box = np.array([x0, y0, x0 + w, y0 + h], np.float32)
-            if all(
-                box[0] > b[2] + 3 or b[0] > box[2] + 3 or box[1] > b[3] + 3 or b[1] > box[3] + 3
-                for b in placed
-            ):
-                images[i, y0 : y0 + h, x0 : x0 + w] = PAINT[len(placed)]
-                placed.append(box)
-        boxes[i] = placed
+    boxes = np.stack([_paint(rng, image, count) for image in images]).astype(np.float32)
     return images, boxes
+
+
+def scene(
+    n: int, seed: int, height: int = HEIGHT, width: int = WIDTH, rows: int = ROWS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """n black images with 1 to rows - 1 rectangles each: images, boxes (n, rows, 4), labels (n, rows).
+
+    Row j holds the rectangle painted PAINT[j] and label j; the rows after the last object are padding
+    (box -1, label -1), so every image has at least one padded row.
+    """
+    rng = np.random.default_rng(seed)
+    images = np.zeros((n, height, width, 3), np.float32)
+    boxes = np.full((n, rows, 4), -1.0, np.float32)
+    labels = np.full((n, rows), -1, np.int32)
+    for i, image in enumerate(images):
+        count = int(rng.integers(1, rows))
+        boxes[i, :count] = _paint(rng, image, count)
+        labels[i, :count] = np.arange(count)
+    return images, boxes, labels
 
 
 def colour_bounds(image: np.ndarray, j: int) -> np.ndarray | None:
@@ -66,6 +95,46 @@ def colour_bounds(image: np.ndarray, j: int) -> np.ndarray | None:
     return np.array([xs.min(), ys.min(), xs.max() + 1, ys.max() + 1], np.float32)
 
 
+def assert_boxes_follow_pixels(
+    name: str, images: np.ndarray, boxes: np.ndarray, keep: np.ndarray, labels: np.ndarray, atol: float = TOL
+) -> tuple[int, int]:
+    """The property every box-aware transform must hold, on the output of a `scene`; (kept, dropped).
+
+    A kept box encloses its colour's pixels within atol, wherever they are, so a copy of an object the
+    fill painted elsewhere fails it too; only a box thinner than atol may show no pixel. A dropped row
+    is -1 and whatever is left of its colour touches the frame. Padding stays padding.
+    """
+    height, width = images.shape[1:3]
+    kept = dropped = 0
+    for i, (img, bxs) in enumerate(zip(images, boxes)):
+        for j, label in enumerate(labels[i]):
+            where = f"{name}: image {i}, row {j}, box {bxs[j].tolist()}"
+            if label < 0:
+                assert not keep[i, j], where
+                np.testing.assert_array_equal(bxs[j], -1.0, err_msg=where)
+                continue
+            found = colour_bounds(img, int(label))
+            if keep[i, j]:
+                kept += 1
+                x0, y0, x1, y1 = bxs[j]
+                assert -1e-3 <= x0 <= x1 <= width + 1e-3 and -1e-3 <= y0 <= y1 <= height + 1e-3, where
+                if found is None:
+                    assert min(x1 - x0, y1 - y0) < atol, f"{where}: no pixel of its colour is left"
+                else:
+                    np.testing.assert_allclose(found, bxs[j], atol=atol, err_msg=f"{where}, pixels {found}")
+            else:
+                dropped += 1
+                np.testing.assert_array_equal(bxs[j], -1.0, err_msg=where)
+                assert (
+                    found is None
+                    or found[0] == 0
+                    or found[1] == 0
+                    or found[2] == width
+                    or (found[3] == height)
+                ), f"{where}: dropped although its pixels {found} do not touch the frame"
+    return kept, dropped
+
+
 def _augment(images, boxes, seed, params, **kw):
     out = augment(tf.constant(images), tf.constant(boxes), None, tf.constant(seed, tf.int64), params, **kw)
     return [t.numpy() for t in out]
@@ -73,35 +142,42 @@ def _augment(images, boxes, seed, params, **kw):
 
 @pytest.mark.parametrize("name", list(TRANSFORMS))
 def test_every_box_follows_its_pixels(name: str) -> None:
-    """Over many seeds, each kept box encloses its colour's pixels tightly; a dropped one was cut off."""
+    """Over many seeds on non-square images with padded rows, each kept box encloses its colour's pixels
+    tightly, and a dropped one was cut off by the frame."""
     params = TRANSFORMS[name]
     kept_total = dropped_total = 0
-    for seed in range(6):
-        images, boxes = painted(24, seed)
+    for seed in range(8):
+        images, boxes, labels = scene(16, seed)
         out_images, out_boxes, mask = _augment(images, boxes, [seed, 11], params)
-        for img, bxs, keep in zip(out_images, out_boxes, mask):
-            for j in range(len(bxs)):
-                found = colour_bounds(img, j)
-                if keep[j]:
-                    kept_total += 1
-                    assert found is not None, (name, seed, j, bxs[j])
-                    np.testing.assert_allclose(
-                        found, bxs[j], atol=1.5, err_msg=f"{name}, seed {seed}, box {j}"
-                    )
-                else:
-                    dropped_total += 1
-                    np.testing.assert_array_equal(bxs[j], -1.0)
-                    # Only the frame can hide a box: whatever is left of its colour touches the border.
-                    assert found is None or found.min() == 0 or found.max() == SIZE, (name, seed, j, found)
+        kept, dropped = assert_boxes_follow_pixels(name, out_images, out_boxes, mask, labels)
+        kept_total, dropped_total = kept_total + kept, dropped_total + dropped
     assert kept_total > 0.5 * (kept_total + dropped_total)
     if name in ("flip", "zoom out"):
         assert dropped_total == 0  # these never push a box out of the frame
+    if name in ("zoom in", "shift", "all geometry"):
+        assert dropped_total > 0  # the drop rule is exercised
     if name == "flip":
         # The flip really happens (about half the time), boxes mirrored with the pixels.
-        _, boxes = painted(24, 0)
-        _, flipped, _ = _augment(*painted(24, 0), [0, 11], params)
-        mirrored = np.isclose(flipped[..., 0], SIZE - boxes[..., 2]).all(axis=1)
+        images, boxes, labels = scene(32, 0)
+        _, flipped, _ = _augment(images, boxes, [0, 11], params)
+        valid = labels >= 0
+        mirrored = np.where(valid, np.isclose(flipped[..., 0], WIDTH - boxes[..., 2]), True).all(axis=1)
         assert 0 < mirrored.sum() < len(mirrored)
+
+
+def test_colour_jitter_never_moves_a_box() -> None:
+    """The same seed with and without colour jitter: identical boxes and masks, different pixels."""
+    geometry = TRANSFORMS["all geometry"]
+    colour = dataclasses.replace(
+        geometry, brightness=0.3, contrast=0.4, saturation=0.4, hue=0.1, grayscale=0.2
+    )
+    for seed in range(4):
+        images, boxes, _ = scene(16, seed)
+        plain = _augment(images, boxes, [seed, 5], geometry)
+        jittered = _augment(images, boxes, [seed, 5], colour)
+        np.testing.assert_array_equal(jittered[1], plain[1])
+        np.testing.assert_array_equal(jittered[2], plain[2])
+        assert np.abs(jittered[0] - plain[0]).mean() > 5
 
 
 @pytest.mark.parametrize("name", ["zoom in", "shift", "strong geometry", "all geometry"])

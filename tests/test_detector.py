@@ -58,11 +58,14 @@ def test_output_shape_prior_and_initial_size(tiny: keras.Model) -> None:
     assert ((offset > 0) & (offset < 1)).all()
 
 
-def test_only_standard_layers() -> None:
-    model = d.build_detector(C, HW, width=0.25, split_outputs=True)
-    kinds = {type(layer).__name__ for layer in model.layers}
-    assert kinds <= {"InputLayer", "Conv2D", "BatchNormalization", "ReLU", "Add", "UpSampling2D"}, kinds
-    assert all(type(layer).__module__.startswith("keras.") for layer in model.layers)
+def test_only_standard_layers(tiny: keras.Model) -> None:
+    split = d.build_detector(C, HW, width=0.25, split_outputs=True)
+    standard = {"InputLayer", "Conv2D", "BatchNormalization", "ReLU", "Add", "UpSampling2D", "Concatenate"}
+    for model in (tiny, split):
+        kinds = {type(layer).__name__ for layer in model.layers}
+        assert kinds <= standard, kinds
+        assert all(type(layer).__module__.startswith("keras.src.layers") for layer in model.layers)
+    assert "Concatenate" not in {type(layer).__name__ for layer in split.layers}
 
 
 def test_input_is_normalised_by_a_fixed_convolution(tiny: keras.Model) -> None:
@@ -124,7 +127,7 @@ def test_copy_weights_names_the_mismatched_layer(tiny: keras.Model) -> None:
         d.copy_weights(tiny, other)
 
 
-def test_one_training_step_reaches_every_trainable_variable(tiny: keras.Model) -> None:
+def test_one_training_step_reaches_every_trainable_variable() -> None:
     model = d.build_detector(C, HW, width=0.25)
     objects = {
         "boxes": [[[10, 10, 40, 30], [50, 20, 90, 60]]],
@@ -229,6 +232,16 @@ def test_targets_match_the_reference_loop(targets: dict[str, np.ndarray]) -> Non
     np.testing.assert_array_equal(targets["indices"] * ref["reg_mask"], ref["indices"])
 
 
+def test_targets_inside_tf_data_with_an_unknown_batch_size() -> None:
+    data = tf.data.Dataset.from_tensor_slices({k: tf.constant(v) for k, v in CASE.items()}).batch(2)
+    assert data.element_spec["boxes"].shape.as_list() == [None, 5, 4]
+    batches = list(data.map(lambda objects: d.build_targets(**objects, num_classes=C, input_hw=HW)))
+    assert [b["heatmap"].shape[0] for b in batches] == [2, 1]
+    ref = reference_targets(**CASE)
+    for key in ("heatmap", "heatmap_mask", "size"):
+        np.testing.assert_allclose(np.concatenate([b[key].numpy() for b in batches]), ref[key], atol=1e-5)
+
+
 def test_targets_refuse_an_out_of_range_label() -> None:
     with pytest.raises(tf.errors.InvalidArgumentError, match="label >= 3"):
         d.build_targets([[[0, 0, 8, 8]]], [[3]], [[True]], [[False]], num_classes=C, input_hw=HW)
@@ -307,6 +320,9 @@ def test_padding_and_ignored_cells_contribute_nothing(targets: dict) -> None:
         targets["heatmap"][1, 6:12, 11:17, 1] == 1, ignored[1, 6:12, 11:17, 1], 0.9
     )
     np.testing.assert_allclose(loss_of(ignored, targets)["heatmap"], base["heatmap"], rtol=1e-6)
+    other_class = good.copy()
+    other_class[1, 6:12, 11:17, 2] = 0.9  # the same false positives on another class do count
+    assert loss_of(other_class, targets)["heatmap"][1] > base["heatmap"][1] + 1.0
     # Garbage in the padding slots of the inputs changes no target and no loss.
     case = {k: [list(row) for row in v] for k, v in CASE.items()}
     case["boxes"][0][4] = [3, 3, 90, 60]

@@ -83,6 +83,14 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--out", type=Path)
     q.add_argument("--json", action="store_true")
 
+    pr = sub.add_parser("predict", help="run a trained model on image files and folders")
+    pr.add_argument("model", type=Path, help="a .keras or .tflite model with its model.json beside it")
+    pr.add_argument("paths", type=Path, nargs="+", help="image files and folders (searched recursively)")
+    pr.add_argument("--out", type=Path, default=Path("predictions"), help="default: predictions/")
+    pr.add_argument("--score", type=float, help="score threshold (default: the model card's)")
+    pr.add_argument("--batch", type=int, default=16, help="images per model call (default 16)")
+    pr.add_argument("--json", action="store_true", help="print detections.json on stdout")
+
     r = sub.add_parser("report", help="run every notebook headless into an HTML report")
     r.add_argument("--quick", action="store_true", help="small synthetic data, one or two epochs")
     r.add_argument("--data", type=Path, help="a VOC dataset (default: generated synthetic data)")
@@ -214,6 +222,32 @@ def _quantize(args: argparse.Namespace) -> int:
     return 0
 
 
+def _predict(args: argparse.Namespace) -> int:
+    from sprint2.predict import load_predictor, run_predict
+
+    if args.score is not None and not 0.0 <= args.score <= 1.0:
+        raise ValueError(f"--score must be in [0, 1], got {args.score}")
+    if args.batch < 1:
+        raise ValueError(f"--batch must be >= 1, got {args.batch}")
+    try:
+        predictor = load_predictor(args.model)
+    except DataError as exc:  # an unusable model or card is a usage error, not a bad image
+        print(f"sprint2: error: {exc}", file=sys.stderr)
+        return 2
+    result = run_predict(predictor, args.paths, args.out, score_threshold=args.score, batch_size=args.batch)
+    for error in result["errors"]:
+        print(f"sprint2: FAILED {error['path']}: {error['reason']}", file=sys.stderr)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        found = sum(len(image["detections"]) for image in result["images"])
+        print(
+            f"{len(result['images'])} images, {found} detections, {len(result['errors'])} failed; "
+            f"wrote {args.out}"
+        )
+    return 1 if result["errors"] else 0
+
+
 def _report(args: argparse.Namespace) -> int:
     from sprint2.errors import ReportError
     from sprint2.report import run_report
@@ -247,6 +281,7 @@ _COMMANDS = {
     "bench": _bench,
     "train": _train,
     "quantize": _quantize,
+    "predict": _predict,
     "report": _report,
 }
 

@@ -30,6 +30,17 @@ def _parser() -> argparse.ArgumentParser:
     g.add_argument("--classes", type=int, default=10)
     g.add_argument("--seed", type=int, default=0)
     g.add_argument("--layout", choices=["side-by-side", "voc", "folders"], default="side-by-side")
+    g.add_argument(
+        "--objects",
+        type=_int_range,
+        help="objects per image, N or LOW-HIGH (default 1-4; 1 gives the original one-object data)",
+    )
+    g.add_argument(
+        "--sizes",
+        type=_float_range,
+        help="object sides as a fraction of the shorter image side, LOW-HIGH "
+        "(default 0.25-0.7 for one object per image, 0.1-0.5 otherwise)",
+    )
 
     i = sub.add_parser("inspect", help="count images, objects and classes; list every failure")
     i.add_argument("data_dir", type=Path)
@@ -119,12 +130,49 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 1
 
 
-def _generate(args: argparse.Namespace) -> int:
-    from sprint2.synthetic import generate
+def _range_parts(text: str) -> list[str]:
+    """'N' or 'LOW-HIGH' split into one or two parts; ArgumentTypeError (exit 2) otherwise."""
+    parts = text.split("-")
+    if not 1 <= len(parts) <= 2 or not all(p.strip() for p in parts):
+        raise argparse.ArgumentTypeError(f"expected N or LOW-HIGH, got {text!r}")
+    return parts
 
-    out = generate(args.out_dir, train=args.train, test=args.test, classes=args.classes,
-                   seed=args.seed, layout=args.layout)
-    print(f"wrote {args.train} train and {args.test} test images ({args.layout}) to {out}")
+
+def _int_range(text: str) -> tuple[int, int]:
+    try:
+        values = [int(p) for p in _range_parts(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected whole numbers N or LOW-HIGH, got {text!r}") from None
+    return values[0], values[-1]
+
+
+def _float_range(text: str) -> tuple[float, float]:
+    try:
+        values = [float(p) for p in _range_parts(text)]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected numbers LOW-HIGH, got {text!r}") from None
+    return values[0], values[-1]
+
+
+def _generate(args: argparse.Namespace) -> int:
+    from sprint2.synthetic import OBJECT_COUNTS, generate
+
+    objects = args.objects or OBJECT_COUNTS
+    out = generate(
+        args.out_dir,
+        train=args.train,
+        test=args.test,
+        classes=args.classes,
+        seed=args.seed,
+        layout=args.layout,
+        objects=objects,
+        sizes=args.sizes,
+    )
+    each = f"{objects[0]}" if objects[0] == objects[1] else f"{objects[0]}-{objects[1]}"
+    print(
+        f"wrote {args.train} train and {args.test} test images ({args.layout}, objects per image: {each}) "
+        f"to {out}"
+    )
     return 0
 
 

@@ -16,7 +16,8 @@ from sprint2.synthetic import generate, plant_bad_files
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate(tmp_path_factory.mktemp("cli") / "data", train=24, test=8, classes=3, seed=3)
+    # One object per image: the inspect test counts one object per image.
+    return generate(tmp_path_factory.mktemp("cli") / "data", train=24, test=8, classes=3, seed=3, objects=1)
 
 
 def _json(capsys: pytest.CaptureFixture[str]) -> dict:

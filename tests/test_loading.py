@@ -201,7 +201,8 @@ def test_auto_uses_threads_when_the_main_script_holds_tensorflow(monkeypatch: py
 
 @pytest.fixture(scope="session")
 def synthetic(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate(tmp_path_factory.mktemp("synthetic"), train=24, test=8, classes=3, seed=3)
+    # One object per image: the tests below count and edit each image's boxes.
+    return generate(tmp_path_factory.mktemp("synthetic"), train=24, test=8, classes=3, seed=3, objects=1)
 
 
 @pytest.fixture(scope="session")

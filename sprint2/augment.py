@@ -6,6 +6,14 @@ past the frame: `keep_whole` (the single-box models' rule) limits zoom and shift
 box of an image stays whole inside the frame; otherwise boxes are clipped to the frame and a box
 whose visible part is less than `min_visible` of its area is dropped (mask off, row set to -1).
 Draws are stateless: the same seed gives the same batch, on any worker.
+
+Training batches use this module, not Keras 3's box-aware preprocessing layers (RandomFlip, RandomZoom,
+RandomTranslation, RandomCrop; tests/test_keras_box_layers.py checks them on the installed Keras):
+those draw from a stateful seed generator and refuse a per-batch seed, so a batch cannot be redrawn
+from (seed, step) and a parallel tf.data map does not repeat; RandomCrop moves boxes along the wrong
+axes (keras-team/keras#23518); their default reflect fill paints copies of objects that no box covers;
+they keep a box clipped to any sliver; and chained, they resample the image once per layer, which
+costs more CPU per image than this module's single resampling.
 """
 
 from __future__ import annotations

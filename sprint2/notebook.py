@@ -63,7 +63,7 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "quick": {"epochs": 2, "batch": 8, "size": 48},
     },
-    "05_quantization": {
+    "06_quantization": {
         "full": {
             "model_path": None,
             "repeats": 100,
@@ -76,7 +76,7 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "quick": {"repeats": 10, "fallback_epochs": 2, "fallback_batch": 8, "fallback_size": 48},
     },
-    "06_scaling_out": {
+    "07_scaling_out": {
         "full": {"size": 64, "epochs": 3, "timeout": 300},
         "quick": {"size": 32, "epochs": 1},
     },
@@ -85,7 +85,7 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
 
 #: Notebooks that run a strategy in their own process: MirroredStrategy and SavedModel export log
 #: every call at INFO through the "tensorflow" logger, which would bury the outputs.
-QUIET_TENSORFLOW = frozenset({"03_cpu_vs_gpu_timing", "04_mirrored_training", "05_quantization"})
+QUIET_TENSORFLOW = frozenset({"03_cpu_vs_gpu_timing", "04_mirrored_training", "06_quantization"})
 
 
 @dataclass(frozen=True)

@@ -47,7 +47,7 @@ def test_an_explicit_parameter_wins_and_none_takes_the_table() -> None:
     )
     assert got["epochs"] == 5 and got["strategy"] == "cpu" and got["replicas"] == 2
     assert got["batch"] == 8  # left at None: the quick table's value
-    assert notebook.resolve("06_scaling_out", quick=False, timeout=30)["timeout"] == 30
+    assert notebook.resolve("07_scaling_out", quick=False, timeout=30)["timeout"] == 30
 
 
 def test_unknown_names_are_an_error() -> None:

@@ -471,3 +471,122 @@ def worker_rows(metrics: Sequence[Mapping[str, Any]]) -> list[Row]:
         }
         for i, m in enumerate(metrics)
     ]
+
+
+# --------------------------------------------------------------------------------------------- detector
+def objects_per_image(ds: LoadedDataset) -> dict[str, int]:
+    """Images by their number of annotated objects, every count from 0 to the largest (keys "0", "1", ...)."""
+    counts = np.bincount([len(b) for b in ds.boxes], minlength=1) if len(ds) else np.zeros(1, np.int64)
+    return {str(k): int(v) for k, v in enumerate(counts)}
+
+
+def single_box_ceiling(ds: LoadedDataset) -> Row:
+    """The most a one-box-per-image model can recall: one true positive per image that has an object.
+
+    Counts the non-difficult boxes (the positives of the detection metrics): max_recall is the images
+    holding at least one, over all of them (None without positives).
+    """
+    easy = [int((~np.asarray(hard, bool)).sum()) for hard in ds.difficult]
+    objects, with_objects = int(sum(easy)), int(sum(k > 0 for k in easy))
+    return {
+        "images": len(ds),
+        "objects": objects,
+        "images_with_objects": with_objects,
+        "max_recall": with_objects / objects if objects else None,
+    }
+
+
+def model_detections(
+    predictor: Any, images: np.ndarray, *, score_threshold: float, batch_size: int = 32
+) -> list[Any]:
+    """Detections per image in network-input pixels from a `predict.load_predictor` model, in batches.
+
+    A detector's outputs are decoded with its card's settings and score_threshold; a single-box model
+    gives its one box per image, scored by its class probability (metrics.single_box_detections), as
+    training scores it. images must already be at the card's input size.
+    """
+    from sprint2.metrics import single_box_detections
+    from sprint2.predict import DETECTOR, single_box_outputs, to_detections
+
+    card = predictor.card
+    images = np.asarray(images)
+    if images.ndim != 4 or tuple(images.shape[1:3]) != tuple(card.input_hw):
+        raise ValueError(
+            f"images of shape {images.shape} do not fit the model's input "
+            f"{card.input_hw[0]}x{card.input_hw[1]}"
+        )
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    dets: list[Any] = []
+    for start in range(0, len(images), batch_size):
+        chunk = images[start : start + batch_size].astype(np.float32)
+        outputs = predictor(chunk)
+        if card.kind == DETECTOR:
+            none = [None] * len(chunk)
+            dets += to_detections(outputs, card, none, none, score_threshold=score_threshold)
+        else:
+            dets += single_box_detections(*single_box_outputs(outputs, len(card.class_names)))
+    return dets
+
+
+def rescale_detections(detections: Sequence[Any], from_hw: Sequence[int], to_hw: Sequence[int]) -> list[Any]:
+    """Detections moved from one stretched input size to another, (height, width) each.
+
+    Exact between two stretch resizes of the same images (each axis is a plain scale); a letterbox
+    resize adds padding this cannot know about. IoU, and so mAP, is unchanged by it.
+    """
+    from sprint2.decode import Detections
+
+    (fh, fw), (th, tw) = (tuple(int(v) for v in hw) for hw in (from_hw, to_hw))
+    if min(fh, fw, th, tw) <= 0:
+        raise ValueError(f"sizes must be positive, got {tuple(from_hw)} and {tuple(to_hw)}")
+    scale = np.array([tw / fw, th / fh, tw / fw, th / fh], np.float64)
+    return [Detections(np.asarray(d.boxes, np.float64) * scale, d.scores, d.labels) for d in detections]
+
+
+#: The comparison table's measures, all from metrics.evaluate_detections.
+DETECTION_ROW_KEYS = ("map50", "map50_95", "coco_ap50", "ap75", "ap_small", "ap_medium", "ap_large")
+
+
+def detection_rows(reports: Mapping[str, Mapping[str, Any]], train_seconds: Mapping[str, Any]) -> list[Row]:
+    """One row per model from its evaluate_detections dict: DETECTION_ROW_KEYS, detections per image
+    and the training seconds (None for a model that was not trained)."""
+    return [
+        {
+            "model": name,
+            **{k: r.get(k) for k in DETECTION_ROW_KEYS},
+            "detections_per_image": r["detections"] / r["images"] if r["images"] else 0.0,
+            "train_s": train_seconds.get(name),
+        }
+        for name, r in reports.items()
+    ]
+
+
+def pooled_errors(image_errors: Mapping[str, Sequence[int]]) -> Row:
+    """True and false positives and misses summed over the images (evaluate_detections' image_errors),
+    with the pooled precision and recall they give (None where undefined)."""
+    tp, fp, fn = (int(np.sum(image_errors[k])) for k in ("tp", "fp", "fn"))
+    return {
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "precision": tp / (tp + fp) if tp + fp else None,
+        "recall": tp / (tp + fn) if tp + fn else None,
+    }
+
+
+def confusion_summary(confusion: np.ndarray) -> Row:
+    """What a detection confusion matrix (classes, then background last) adds up to: objects found with
+    the right class, found with a wrong class, missed (background column) and false detections
+    (background row)."""
+    counts = np.asarray(confusion, np.int64)
+    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] < 2:
+        raise ValueError(f"expected a (C + 1, C + 1) matrix, got shape {counts.shape}")
+    classes = counts[:-1, :-1]
+    return {
+        "objects": int(counts[:-1].sum()),
+        "right_class": int(np.trace(classes)),
+        "wrong_class": int(classes.sum() - np.trace(classes)),
+        "missed": int(counts[:-1, -1].sum()),
+        "false_detections": int(counts[-1, :-1].sum()),
+    }

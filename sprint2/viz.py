@@ -562,3 +562,266 @@ def plot_projection(projection: Mapping[str, Any], feed_images_per_s: float | No
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
     return fig
+
+
+# ----------------------------------------------------------------------------------------------- detections
+# Multi-object detections are duck-typed: anything with .boxes (K, 4), .scores (K,) and .labels (K,) class
+# indices, such as sprint2.decode.Detections, so this module needs no detector code.
+
+
+def plot_detection_pairs(
+    images: Sequence[np.ndarray] | np.ndarray,
+    gt_boxes: Sequence[np.ndarray],
+    gt_labels: Sequence[Sequence[Label]],
+    detections: Sequence[Any],
+    class_names: Sequence[str],
+    *,
+    score_threshold: float = 0.0,
+    errors: tuple[Sequence[int], Sequence[int], Sequence[int]] | None = None,
+    names: Sequence[str] | None = None,
+    ncols: int = 2,
+    title: str | None = None,
+) -> Figure:
+    """Per image, the ground truth (left, solid boxes) beside the detections scoring >= score_threshold
+    (right, dashed boxes labelled with class and score), both in the class colours.
+
+    errors: per-image (tp, fp, fn) counts (metrics.image_errors) for the right panel's title, red when
+    the image has any false positive or miss; names: a title prefix per image. ncols counts pairs.
+    """
+    n = len(images)
+    if not len(gt_boxes) == len(gt_labels) == len(detections) == n:
+        raise ValueError(
+            f"{n} images, {len(gt_boxes)} box sets, {len(gt_labels)} label sets, {len(detections)} detections"
+        )
+    if errors is not None and not all(len(e) == n for e in errors):
+        raise ValueError(f"errors must hold (tp, fp, fn) counts for each of the {n} images")
+    if names is not None and len(names) != n:
+        raise ValueError(f"{len(names)} names for {n} images")
+    colors = class_colors(class_names)
+    drawn, titles, title_colors = [], [], []
+    for i in range(n):
+        det = detections[i]
+        kept = np.asarray(det.scores, np.float64) >= score_threshold
+        det_labels = [int(v) for v in np.asarray(det.labels)[kept]]
+        image, truth, found = _for_display(images[i], gt_boxes[i], np.asarray(det.boxes)[kept])
+        labels = list(gt_labels[i])
+        drawn.append(draw_boxes(image, truth, labels, colors=colors, class_names=class_names))
+        drawn.append(
+            draw_boxes(
+                image,
+                found,
+                det_labels,
+                colors=colors,
+                scores=[float(s) for s in np.asarray(det.scores)[kept]],
+                dashed=True,
+                class_names=class_names,
+            )
+        )
+        prefix = f"{names[i]}: " if names is not None else ""
+        titles.append(f"{prefix}{len(labels)} objects (truth)")
+        result = f"{len(det_labels)} detections"
+        bad = False
+        if errors is not None:
+            tp, fp, fn = (int(e[i]) for e in errors)
+            result += f": TP {tp}, FP {fp}, FN {fn}"
+            bad = fp + fn > 0
+        titles.append(result)
+        title_colors += ["black", _BAD if bad else _GOOD]
+    return _image_grid(
+        drawn, titles, ncols=2 * max(1, ncols), figsize=None, title_colors=title_colors, suptitle=title
+    )
+
+
+def plot_pr_curves(
+    curves: Mapping[str, Any], *, score_threshold: float | None = None, title: str = "precision-recall"
+) -> Figure:
+    """One precision-recall curve per class (metrics.PRCurve: recall, precision, ap, positives, at()) in
+    its class colour, AP in the legend; a dot marks the operating point at score_threshold.
+
+    Classes without positives have no curve (AP is undefined) and are named in the log.
+    """
+    colors = class_colors(curves)
+    fig = _new_figure((6.5, 4.5))
+    ax = fig.subplots()
+    skipped = []
+    for name, curve in curves.items():
+        if not curve.positives:
+            skipped.append(name)
+            continue
+        color = np.array(colors[name]) / 255
+        recall = np.concatenate([[0.0], np.asarray(curve.recall, np.float64)])
+        precision = np.concatenate([[1.0], np.asarray(curve.precision, np.float64)])
+        label = f"{name} (AP {curve.ap:.2f})" if len(curve.recall) else f"{name} (no detections)"
+        ax.plot(recall, precision, drawstyle="steps-post", color=color, label=label)
+        if score_threshold is not None:
+            p, r = curve.at(score_threshold)
+            if p is not None and r is not None:
+                ax.plot([r], [p], marker="o", color=color, markeredgecolor="black", linestyle="none")
+    if skipped:
+        logger.info("no precision-recall curve for %s: no ground-truth boxes", ", ".join(skipped))
+    if score_threshold is not None:
+        ax.plot(
+            [],
+            [],
+            marker="o",
+            color="grey",
+            markeredgecolor="black",
+            linestyle="none",
+            label=f"score >= {score_threshold:.2f}",
+        )
+    ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="lower left", ncols=2 if len(curves) > 6 else 1)
+    return fig
+
+
+def plot_detection_confusion(
+    matrix: np.ndarray, labels: Sequence[str], *, title: str | None = None
+) -> Figure:
+    """A detection confusion matrix (metrics.confusion_matrix: rows ground truth, columns predictions,
+    the last of each "background") with every count written; colour is the share of its row.
+
+    The background row holds detections that matched no object (false positives), the background
+    column objects no detection matched (misses); lines set them apart, and their shared cell is empty.
+    """
+    counts = np.asarray(matrix, dtype=np.float64)
+    n = len(labels)
+    if counts.shape != (n, n) or n < 2:
+        raise ValueError(f"matrix shape {counts.shape} does not match {n} labels (classes + background)")
+    share = counts / np.maximum(counts.sum(axis=1, keepdims=True), 1)
+    side = max(4.0, 0.55 * n + 2)
+    fig = _new_figure((side + 1, side))
+    ax = fig.subplots()
+    im = ax.imshow(share, cmap="Blues", vmin=0, vmax=1)
+    fig.colorbar(im, ax=ax, fraction=0.046, label="share of the row")
+    for (r, c), value in np.ndenumerate(counts):
+        if r == c == n - 1:
+            continue
+        shade = "white" if share[r, c] > 0.5 else "black"
+        ax.text(c, r, f"{int(round(value))}", ha="center", va="center", fontsize=8, color=shade)
+    for edge in (ax.axhline, ax.axvline):
+        edge(n - 1.5, color="tab:red", linewidth=1.5)
+    rotate = n > 5
+    ax.set_xticks(range(n), labels, rotation=45 if rotate else 0, ha="right" if rotate else "center")
+    ax.set_yticks(range(n), labels)
+    ax.set(
+        xlabel="predicted (last column: missed objects)",
+        ylabel="ground truth (last row: false detections)",
+        title=title or "detection confusion matrix (counts)",
+    )
+    return fig
+
+
+def plot_heatmaps(
+    image: np.ndarray,
+    heatmaps: Mapping[str, np.ndarray],
+    *,
+    boxes: np.ndarray | None = None,
+    labels: Sequence[Label] | None = None,
+    class_names: Sequence[str] | None = None,
+    title: str | None = None,
+) -> Figure:
+    """The image with its boxes, then each (h, w) heatmap of values in [0, 1] over a grey copy of it.
+
+    A heatmap at the detector's stride covers the whole image (each cell is stretched to its pixels).
+    """
+    if not heatmaps:
+        raise ValueError("no heatmaps to show")
+    img = _as_rgb_uint8(image)
+    height, width = img.shape[:2]
+    shown = img if boxes is None else draw_boxes(img, boxes, labels, class_names=class_names)
+    grey = np.repeat(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=-1)
+    fig = _new_figure((3.3 * (len(heatmaps) + 1) + 0.6, 3.5))
+    axes = fig.subplots(1, len(heatmaps) + 1)
+    axes[0].imshow(shown)
+    axes[0].set_title("image and boxes", fontsize=9)
+    im = None
+    for ax, (name, heat) in zip(axes[1:], heatmaps.items()):
+        heat = np.asarray(heat, np.float64)
+        if heat.ndim != 2:
+            raise ValueError(f"heatmap {name!r} must be (h, w), got shape {heat.shape}")
+        ax.imshow(grey, alpha=0.5)
+        im = ax.imshow(heat, cmap="magma", vmin=0, vmax=1, alpha=0.75, extent=(0, width, height, 0))
+        ax.set_title(f"{name} ({heat.shape[1]}x{heat.shape[0]} cells)", fontsize=9)
+    for ax in axes:
+        ax.set_axis_off()
+    fig.colorbar(im, ax=list(axes), fraction=0.02)
+    if title:
+        fig.suptitle(title)
+    return fig
+
+
+def plot_grouped_bars(
+    values: Mapping[str, Mapping[str, float | None]], *, ylabel: str, title: str, annotate: bool = True
+) -> Figure:
+    """Bars of several measures (inner keys) side by side for each group (outer keys, e.g. models).
+
+    A missing or None value leaves a gap, labelled "n/a" when annotating.
+    """
+    groups = list(values)
+    series = list(dict.fromkeys(k for v in values.values() for k in v))
+    if not groups or not series:
+        raise ValueError("no values to plot")
+    fig = _new_figure((max(5.0, 1.1 * len(groups) * max(1, len(series)) ** 0.5 + 2), 3.8))
+    ax = fig.subplots()
+    palette = colormaps["tab10"].colors
+    width = 0.8 / len(series)
+    x = np.arange(len(groups))
+    for j, name in enumerate(series):
+        raw = [values[g].get(name) for g in groups]
+        heights = [np.nan if v is None else float(v) for v in raw]
+        bars = ax.bar(
+            x + (j - (len(series) - 1) / 2) * width,
+            np.nan_to_num(heights),
+            width,
+            label=name,
+            color=palette[j % 10],
+        )
+        if annotate:
+            texts = ["n/a" if np.isnan(h) else f"{h:.3g}" for h in heights]
+            ax.bar_label(bars, labels=texts, fontsize=7)
+    ax.margins(y=0.12)
+    ax.set_xticks(x, groups, rotation=20 if len(groups) > 3 else 0)
+    ax.set(ylabel=ylabel, title=title)
+    ax.legend(fontsize=8)
+    return fig
+
+
+def plot_detection_gallery(
+    ds: Any,
+    detections: Sequence[Any],
+    idx: Sequence[int] | np.ndarray,
+    *,
+    score_threshold: float,
+    errors: Any = None,
+    ncols: int = 2,
+    title: str | None = None,
+) -> Figure:
+    """plot_detection_pairs for the images idx of a LoadedDataset, named by file, with its per-image
+    detections and errors (metrics.ImageErrors: tp, fp, fn arrays over all images, or None).
+
+    With no images to show (idx empty, e.g. no image has an error) the figure says so in words.
+    """
+    from pathlib import Path
+
+    idx = [int(i) for i in np.asarray(idx, np.int64).reshape(-1)]
+    if len(detections) != len(ds.boxes):
+        raise ValueError(f"{len(detections)} detection sets for {len(ds.boxes)} images")
+    if not idx:
+        fig = _new_figure((6, 1.2))
+        fig.text(0.5, 0.5, f"{title + ': ' if title else ''}no images to show", ha="center", va="center")
+        return fig
+    counts = None if errors is None else tuple(np.asarray(e)[idx] for e in (errors.tp, errors.fp, errors.fn))
+    names = [Path(ds.paths[i]).name for i in idx] if len(ds.paths) else [f"image {i}" for i in idx]
+    return plot_detection_pairs(
+        np.asarray(ds.images)[idx],
+        [ds.boxes[i] for i in idx],
+        [ds.labels[i] for i in idx],
+        [detections[i] for i in idx],
+        ds.class_names,
+        score_threshold=score_threshold,
+        errors=counts,
+        names=names,
+        ncols=ncols,
+        title=title,
+    )

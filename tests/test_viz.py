@@ -334,3 +334,180 @@ def test_table_renders_html_and_text_with_formats_and_dashes() -> None:
     assert lines[1].split() == ["improved", "95.3%", "-"]
     assert table([{"a": 1.23456789, "b": 2}])._repr_html_().count("<td>") == 2
     assert "1.235" in str(table([{"a": 1.23456789}]))
+
+
+# ------------------------------------------------------------------------------------------- detections
+class _Dets:
+    """A stand-in for sprint2.decode.Detections: the viz functions read only these three arrays."""
+
+    def __init__(self, boxes: list[list[float]], scores: list[float], labels: list[int]) -> None:
+        self.boxes = np.array(boxes, np.float32).reshape(-1, 4)
+        self.scores = np.array(scores, np.float32)
+        self.labels = np.array(labels, np.int32)
+
+
+def _panel_pixels(fig: Figure) -> list[np.ndarray]:
+    return [ax.images[0].get_array() for ax in fig.axes if ax.images]
+
+
+def test_detection_pairs_draw_truth_left_and_kept_detections_right(tmp_path: Path) -> None:
+    images = np.full((2, 64, 64, 3), 128, np.uint8)
+    gt_boxes = [
+        np.array([[8, 8, 40, 40]], np.float32),
+        np.array([[4, 4, 20, 20], [30, 30, 60, 60]], np.float32),
+    ]
+    gt_labels = [[1], [0, 1]]  # dog; cat, dog
+    dets = [_Dets([[8, 8, 40, 40], [2, 40, 30, 62]], [0.9, 0.2], [1, 2]), _Dets([], [], [])]
+    fig = viz.plot_detection_pairs(
+        images,
+        gt_boxes,
+        gt_labels,
+        dets,
+        CLASSES,
+        score_threshold=0.5,
+        errors=([1, 0], [0, 0], [0, 2]),
+        names=["a.jpg", "b.jpg"],
+    )
+    titles = [ax.get_title() for ax in fig.axes]
+    assert titles == [
+        "a.jpg: 1 objects (truth)",
+        "1 detections: TP 1, FP 0, FN 0",
+        "b.jpg: 2 objects (truth)",
+        "0 detections: TP 0, FP 0, FN 2",
+    ]
+    assert [to_hex(ax.title.get_color()) for ax in fig.axes][1::2] == ["#1a7f37", "#c62828"]
+    colors = viz.class_colors(CLASSES)
+    truth, found = _panel_pixels(fig)[:2]
+    assert _mask(truth, colors["dog"]).any() and not _mask(truth, colors["horse"]).any()
+    assert _mask(found, colors["dog"]).any()
+    assert not _mask(found, colors["horse"]).any(), "the detection under the threshold was drawn"
+    assert not _mask(_panel_pixels(fig)[3], colors["cat"]).any(), "an image without detections got a box"
+    _saved_png(fig, tmp_path / "pairs.png")
+    with pytest.raises(ValueError, match="2 images, 2 box sets, 2 label sets, 1 detections"):
+        viz.plot_detection_pairs(images, gt_boxes, gt_labels, dets[:1], CLASSES)
+    with pytest.raises(ValueError, match="errors must hold"):
+        viz.plot_detection_pairs(images, gt_boxes, gt_labels, dets, CLASSES, errors=([1], [0], [0]))
+
+
+def test_detection_gallery_picks_images_by_index_and_says_when_there_are_none() -> None:
+    from sprint2.dataset import LoadedDataset
+
+    ds = LoadedDataset(
+        images=np.zeros((3, 32, 32, 3), np.uint8),
+        boxes=[np.array([[2, 2, 20, 20]], np.float32)] * 3,
+        labels=[np.array([0], np.int32)] * 3,
+        class_names=CLASSES,
+        paths=[Path(f"img{i}.jpg") for i in range(3)],
+        size=(32, 32),
+    )
+    dets = [_Dets([[2, 2, 20, 20]], [0.8], [0])] * 3
+
+    class Errors:
+        tp, fp, fn = np.array([1, 1, 0]), np.array([0, 2, 0]), np.array([0, 0, 1])
+
+    fig = viz.plot_detection_gallery(ds, dets, [2, 0], score_threshold=0.5, errors=Errors(), title="two")
+    assert [ax.get_title() for ax in fig.axes] == [
+        "img2.jpg: 1 objects (truth)",
+        "1 detections: TP 0, FP 0, FN 1",
+        "img0.jpg: 1 objects (truth)",
+        "1 detections: TP 1, FP 0, FN 0",
+    ]
+    assert fig._suptitle.get_text() == "two"
+    empty = viz.plot_detection_gallery(ds, dets, [], score_threshold=0.5, title="worst")
+    assert [t.get_text() for t in empty.texts] == ["worst: no images to show"]
+    with pytest.raises(ValueError, match="2 detection sets for 3 images"):
+        viz.plot_detection_gallery(ds, dets[:2], [0], score_threshold=0.5)
+
+
+def test_pr_curves_plot_each_class_with_ap_and_the_operating_point(tmp_path: Path) -> None:
+    from sprint2.metrics import PRCurve
+
+    curves = {
+        "cat": PRCurve.from_matches(
+            np.array([0.9, 0.8, 0.3]), np.array([True, False, True]), np.zeros(3, np.int64), 2
+        ),
+        "dog": PRCurve.from_matches(np.array([0.6]), np.array([True]), np.zeros(1, np.int64), 4),
+        "horse": PRCurve.from_matches(np.zeros(0), np.zeros(0, bool), np.zeros(0, np.int64), 0),
+    }
+    fig = viz.plot_pr_curves(curves, score_threshold=0.5)
+    (ax,) = fig.axes
+    lines = {line.get_label(): line for line in ax.get_lines()}
+    assert f"cat (AP {curves['cat'].ap:.2f})" in lines and f"dog (AP {curves['dog'].ap:.2f})" in lines
+    assert not any(label.startswith("horse") for label in lines), "a class without positives has no AP"
+    cat = lines[f"cat (AP {curves['cat'].ap:.2f})"]
+    assert np.allclose(cat.get_xdata(), [0, 0.5, 0.5, 1.0]) and np.allclose(
+        cat.get_ydata(), [1, 1, 0.5, 2 / 3]
+    )
+    points = [line for line in ax.get_lines() if line.get_marker() == "o" and len(line.get_xdata())]
+    # at score >= 0.5: cat keeps 0.9 (TP) and 0.8 (FP): precision 0.5, recall 0.5; dog 1.0 and 0.25
+    assert sorted((float(p.get_xdata()[0]), float(p.get_ydata()[0])) for p in points) == [
+        (0.25, 1.0),
+        (0.5, 0.5),
+    ]
+    _saved_png(fig, tmp_path / "pr.png")
+
+
+def test_detection_confusion_writes_every_count_and_sets_background_apart(tmp_path: Path) -> None:
+    matrix = np.array([[5, 1, 2], [0, 3, 4], [6, 7, 0]])
+    labels = ["cat", "dog", "background"]
+    fig = viz.plot_detection_confusion(matrix, labels)
+    ax = fig.axes[0]
+    written = {(round(t.get_position()[1]), round(t.get_position()[0])): t.get_text() for t in ax.texts}
+    assert written == {(r, c): str(matrix[r, c]) for r in range(3) for c in range(3) if (r, c) != (2, 2)}
+    assert np.allclose(ax.images[0].get_array()[0], [5 / 8, 1 / 8, 2 / 8]), "colour is the row's share"
+    separators = [line for line in ax.get_lines() if to_hex(line.get_color()) == to_hex("tab:red")]
+    assert len(separators) == 2
+    assert [t.get_text() for t in ax.get_xticklabels()] == labels
+    _saved_png(fig, tmp_path / "confusion.png")
+    with pytest.raises(ValueError, match="does not match 2 labels"):
+        viz.plot_detection_confusion(matrix, labels[:2])
+
+
+def test_heatmaps_cover_the_whole_image(tmp_path: Path) -> None:
+    image = np.zeros((64, 96, 3), np.uint8)
+    heat = np.zeros((16, 24))
+    heat[4, 6] = 1.0
+    fig = viz.plot_heatmaps(
+        image,
+        {"target": heat, "predicted": heat * 0.5},
+        boxes=[[10, 10, 40, 30]],
+        labels=[0],
+        class_names=CLASSES,
+    )
+    panels = [ax for ax in fig.axes if ax.images]
+    assert [ax.get_title() for ax in panels] == [
+        "image and boxes",
+        "target (24x16 cells)",
+        "predicted (24x16 cells)",
+    ]
+    overlay = panels[1].images[-1]
+    assert overlay.get_extent() == [0, 96, 64, 0] and overlay.get_array().max() == 1.0
+    _saved_png(fig, tmp_path / "heat.png")
+    with pytest.raises(ValueError, match="must be \\(h, w\\)"):
+        viz.plot_heatmaps(image, {"bad": np.zeros((2, 2, 2))})
+    with pytest.raises(ValueError, match="no heatmaps"):
+        viz.plot_heatmaps(image, {})
+
+
+def test_grouped_bars_put_each_measure_beside_the_others() -> None:
+    fig = viz.plot_grouped_bars(
+        {"baseline": {"a": 0.1, "b": None}, "detector": {"a": 0.6, "b": 0.3}}, ylabel="AP", title="t"
+    )
+    ax = fig.axes[0]
+    heights = [round(p.get_height(), 6) for p in ax.patches]
+    assert heights == [0.1, 0.6, 0.0, 0.3]  # series a for both groups, then series b
+    texts = [t.get_text() for t in ax.texts]
+    assert texts == ["0.1", "0.6", "n/a", "0.3"]
+    assert [t.get_text() for t in ax.get_xticklabels()] == ["baseline", "detector"]
+    with pytest.raises(ValueError, match="no values"):
+        viz.plot_grouped_bars({}, ylabel="AP", title="t")
+
+
+def test_detection_figures_are_not_left_open_in_pyplot() -> None:
+    import matplotlib.pyplot as plt
+
+    before = set(plt.get_fignums())
+    viz.plot_detection_confusion(np.eye(3), ["a", "b", "background"])
+    viz.plot_grouped_bars({"m": {"x": 1.0}}, ylabel="y", title="t")
+    viz.plot_heatmaps(np.zeros((8, 8, 3), np.uint8), {"h": np.zeros((2, 2))})
+    assert set(plt.get_fignums()) == before

@@ -63,30 +63,57 @@ def _parser() -> argparse.ArgumentParser:
 
     t = sub.add_parser("train", help="train a model and evaluate it against the trivial baseline")
     t.add_argument("data_dir", type=Path)
-    t.add_argument("--model", choices=["improved", "original"], default="improved")
-    t.add_argument("--epochs", type=int)
-    t.add_argument("--batch", type=int)
+    t.add_argument(
+        "--model",
+        choices=["detector", "improved", "original"],
+        default="detector",
+        help="detector (every object, default) or a single-box model (one class and box per image)",
+    )
+    t.add_argument("--epochs", type=int, help="epochs (detector: default from the data, within --budget)")
+    t.add_argument("--batch", type=int, help="batch size per replica")
     t.add_argument("--strategy", choices=["auto", "cpu", "gpu", "multiworker"], default="auto")
     t.add_argument("--replicas", type=int)
-    t.add_argument("--size", type=int)
+    t.add_argument(
+        "--size",
+        type=_size,
+        help="input size S or H,W (detector: multiples of 32, default from the data; others: default 64)",
+    )
     t.add_argument("--out", type=Path, default=Path("runs/train"))
     t.add_argument("--seed", type=int, default=0, help="split, shuffling and initialisation seed (default 0)")
     t.add_argument(
         "--recipe",
         default="auto",
-        help="a recipe of sprint2.training.RECIPES (synthetic, small-photos), or auto: "
-        "small-photos under 400 training images, synthetic otherwise",
+        help="a recipe of sprint2.training.RECIPES (detector, synthetic, small-photos), or auto: "
+        "detector for the detector; small-photos under 400 training images, synthetic otherwise",
     )
-    t.add_argument("--learning-rate", type=float, help="peak learning rate (default 2e-3)")
+    t.add_argument(
+        "--learning-rate", type=float, help="peak learning rate (default: the schedule's, or 2e-3)"
+    )
     t.add_argument("--weight-decay", type=float, help="> 0: AdamW with this decoupled weight decay")
     t.add_argument(
         "--val-fraction",
         type=float,
-        help="share of the training split held out to pick the best epoch (default: the recipe's, "
-        "0.1 for synthetic, 0 for small-photos)",
+        help="share of the training split held out to pick the best epoch (default: the dataset's own "
+        "val split if it has one and the recipe validates, else the recipe's share)",
     )
-    t.add_argument("--patience", type=int, help="epochs without a better validation loss before stopping")
+    t.add_argument("--patience", type=int, help="epochs without a better validation score before stopping")
+    t.add_argument(
+        "--precision",
+        choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
+        help="detector: auto = mixed_float16 on GPUs, mixed_bfloat16 on CPUs with bf16, else float32",
+    )
+    t.add_argument(
+        "--budget",
+        type=float,
+        help="detector: training time budget in seconds (default 900) that the epoch count respects",
+    )
     t.add_argument("--json", action="store_true")
+
+    e = sub.add_parser("evaluate", help="score a saved model on a split of a dataset beside the baseline")
+    e.add_argument("model", type=Path, help="model.keras (its model.json card must be beside it)")
+    e.add_argument("data_dir", type=Path)
+    e.add_argument("--split", choices=["test", "val", "train"], default="test")
+    e.add_argument("--json", action="store_true")
 
     q = sub.add_parser("quantize", help="convert to TFLite variants and measure size, speed, accuracy")
     q.add_argument("model", type=Path)
@@ -218,14 +245,33 @@ def _bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _size(text: str) -> int | tuple[int, int]:
+    """--size: S (square) or H,W."""
+    try:
+        parts = [int(v) for v in text.replace("x", ",").split(",")]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"size must be S or H,W, got {text!r}") from None
+    if len(parts) == 1 and parts[0] > 0:
+        return parts[0]
+    if len(parts) == 2 and min(parts) > 0:
+        return parts[0], parts[1]
+    raise argparse.ArgumentTypeError(f"size must be S or H,W with positive numbers, got {text!r}")
+
+
 def _train(args: argparse.Namespace) -> int:
     _need_dir(args.data_dir)
     if args.val_fraction is not None and not 0.0 <= args.val_fraction < 1.0:
         raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
+    if args.budget is not None and args.budget <= 0:
+        raise ValueError(f"--budget must be positive seconds, got {args.budget}")
     from sprint2.loading import LoadOptions
     from sprint2.training import DEFAULT_SIZE, run_training
 
-    load = LoadOptions(size=args.size or DEFAULT_SIZE, errors="skip")
+    detector = args.model == "detector"
+    if args.size is not None:
+        load = LoadOptions(size=args.size, errors="skip")
+    else:  # the detector's size comes from its schedule
+        load = None if detector else LoadOptions(size=DEFAULT_SIZE, errors="skip")
     result = run_training(
         args.data_dir,
         model=args.model,
@@ -241,18 +287,45 @@ def _train(args: argparse.Namespace) -> int:
         weight_decay=args.weight_decay,
         val_fraction=args.val_fraction,
         patience=args.patience,
+        precision=args.precision,
+        time_budget_s=args.budget,
     )
     if args.json:
         print(json.dumps(result, indent=2))
     else:
         print(
-            f"strategy {result['strategy']} with {result['replicas']} replica(s), "
-            f"recipe {result['recipe']}, "
+            f"{result['model']}: strategy {result['strategy']} with {result['replicas']} replica(s), "
+            f"recipe {result['recipe']}, {result['precision']}, "
             f"{result['epochs']} epochs, {result['images_per_s']:.1f} images/s"
         )
-        _table([{"": name, **result[name]} for name in ("test", "baseline")])
+        _scores_table(result["test"], result["baseline"])
         print(f"saved to {args.out}")
     return 0
+
+
+def _evaluate(args: argparse.Namespace) -> int:
+    _need_dir(args.data_dir)
+    from sprint2.experiment import evaluate_model
+
+    result = evaluate_model(args.model, args.data_dir, split=args.split)
+    if args.json:
+        print(json.dumps(result, indent=2))
+    else:
+        print(
+            f"{result['model']} ({result['kind']}) on {result['images']} {result['split']} images, "
+            f"score threshold {result['score_threshold']:.3f}"
+        )
+        _scores_table(result["scores"], result["baseline"])
+    return 0
+
+
+def _scores_table(scores: dict[str, Any], baseline: dict[str, Any]) -> None:
+    """The plain numbers (not the per-class dicts) of a model and the baseline, one row each."""
+    rows = [
+        {"": name, **{k: v for k, v in part.items() if not isinstance(v, dict)}}
+        for name, part in (("model", scores), ("baseline", baseline))
+    ]
+    _table(rows)
 
 
 def _quantize(args: argparse.Namespace) -> int:
@@ -328,6 +401,7 @@ _COMMANDS = {
     "inspect": _inspect,
     "bench": _bench,
     "train": _train,
+    "evaluate": _evaluate,
     "quantize": _quantize,
     "predict": _predict,
     "report": _report,

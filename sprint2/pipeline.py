@@ -2,6 +2,8 @@
 
 Two target layouts: one box per row (labels (N,), boxes (N, 4)) for the single-box models, and padded
 boxes (labels (N, M) and boxes (N, M, 4), -1 as padding) for detectors that learn every object.
+`detection_dataset` carries the padded boxes, labels and `difficult` flags through augmentation and
+builds the detector's targets per batch (`sprint2.detector.build_targets`).
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import numpy as np
 import tensorflow as tf
 
 from sprint2.augment import MIN_VISIBLE, PAD, AugmentParams, augment
+from sprint2.detector import build_targets
 from sprint2.evaluate import image_targets
 
 logger = logging.getLogger(__name__)
@@ -64,6 +67,36 @@ def padded_targets(ds: Any, max_boxes: int | None = None) -> tuple[np.ndarray, n
     return labels, boxes
 
 
+def padded_flags(ds: Any, name: str = "difficult", max_boxes: int | None = None) -> np.ndarray:
+    """(N, M) bool: the per-box flag `name` ("difficult" or "truncated") laid out like padded_targets."""
+    flags = getattr(ds, name)
+    counts = [len(np.asarray(b).reshape(-1, 4)) for b in ds.boxes]
+    m = max(counts, default=0) if max_boxes is None else int(max_boxes)
+    out = np.zeros((len(counts), m), bool)
+    for i, f in enumerate(flags):
+        k = min(counts[i], m)
+        out[i, :k] = np.asarray(f, bool).reshape(-1)[:k]
+    return out
+
+
+def _batched(arrays: tuple, global_batch: int, seed: int, epoch: int) -> tf.data.Dataset:
+    """Rows shuffled by seed + epoch (the same order after a resume), in whole global batches."""
+    ds = tf.data.Dataset.from_tensor_slices(arrays)
+    ds = ds.shuffle(len(arrays[0]), seed=seed * 1000 + epoch, reshuffle_each_iteration=False)
+    return ds.batch(global_batch, drop_remainder=True)
+
+
+def _finish(ds: tf.data.Dataset, multiworker: bool) -> tf.data.Dataset:
+    """Sharding by data under multi-worker (each worker its share of every batch), then prefetching."""
+    options = tf.data.Options()
+    options.experimental_distribute.auto_shard_policy = (
+        tf.data.experimental.AutoShardPolicy.DATA
+        if multiworker
+        else tf.data.experimental.AutoShardPolicy.AUTO
+    )
+    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+
+
 def make_dataset(
     images: np.ndarray,
     labels: np.ndarray,
@@ -84,9 +117,7 @@ def make_dataset(
     under min_visible) turns into padding, label included.
     """
     padded = np.ndim(boxes) == 3
-    ds = tf.data.Dataset.from_tensor_slices((images, labels, boxes))
-    ds = ds.shuffle(len(images), seed=seed * 1000 + epoch, reshuffle_each_iteration=False)
-    ds = ds.batch(global_batch, drop_remainder=True)
+    ds = _batched((images, labels, boxes), global_batch, seed, epoch)
 
     def prepare(step: tf.Tensor, batch: tuple) -> tuple:
         x, y, b = batch
@@ -102,10 +133,52 @@ def make_dataset(
         return x, y, b
 
     ds = ds.enumerate().map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    options = tf.data.Options()
-    options.experimental_distribute.auto_shard_policy = (
-        tf.data.experimental.AutoShardPolicy.DATA
-        if multiworker
-        else tf.data.experimental.AutoShardPolicy.AUTO
-    )
-    return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
+    return _finish(ds, multiworker)
+
+
+def detection_dataset(
+    images: np.ndarray,
+    labels: np.ndarray,
+    boxes: np.ndarray,
+    difficult: np.ndarray,
+    global_batch: int,
+    *,
+    num_classes: int,
+    seed: int,
+    epoch: int,
+    augment_data: bool,
+    multiworker: bool = False,
+    params: AugmentParams | None = None,
+    min_visible: float = MIN_VISIBLE,
+) -> tf.data.Dataset:
+    """(images float32, targets) batches for the detector, shuffled like make_dataset.
+
+    labels (N, M), boxes (N, M, 4) px and difficult (N, M) come from padded_targets / padded_flags
+    (-1 as padding). Augmentation moves every box; a box it pushes mostly out of the frame becomes
+    padding, its difficult flag with it. `build_targets` then turns each augmented batch into the
+    heatmap, sizes, offsets and masks of `sprint2.detector` (difficult boxes ignored there).
+    """
+    if (
+        np.ndim(boxes) != 3
+        or np.shape(labels) != np.shape(boxes)[:2]
+        or np.shape(difficult) != np.shape(labels)
+    ):
+        raise ValueError(
+            f"detection_dataset needs labels (N, M), boxes (N, M, 4) and difficult (N, M), got "
+            f"{np.shape(labels)}, {np.shape(boxes)} and {np.shape(difficult)}"
+        )
+    input_hw = (int(np.shape(images)[1]), int(np.shape(images)[2]))
+    ds = _batched((images, labels, boxes, np.asarray(difficult, bool)), global_batch, seed, epoch)
+
+    def prepare(step: tf.Tensor, batch: tuple) -> tuple:
+        x, y, b, hard = batch
+        x = tf.cast(x, tf.float32)
+        valid = y >= 0
+        if augment_data:
+            seed_pair = tf.stack([tf.cast(seed * 7919 + epoch, tf.int64), step])
+            x, b, valid = augment(x, b, valid, seed_pair, params, min_visible=min_visible)
+        targets = build_targets(b, y, valid, hard & valid, num_classes=num_classes, input_hw=input_hw)
+        return x, targets
+
+    ds = ds.enumerate().map(prepare, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+    return _finish(ds, multiworker)

@@ -1,4 +1,4 @@
-"""One custom training loop for every tf.distribute strategy, with resumable checkpoints and named recipes.
+"""One custom training loop for every tf.distribute strategy and every kind of model, resumable.
 
 Why not `Model.fit`: in Keras 3 it has open bugs under tf.distribute (keras-team/keras#21069,
 MirroredStrategy on two devices; #20585, multi-worker, where fit fails outright). A `tf.function`
@@ -6,8 +6,9 @@ step run with `strategy.run` over `strategy.experimental_distribute_dataset` wor
 strategy, MirroredStrategy (GPUs or logical CPUs) and MultiWorkerMirroredStrategy alike.
 Why not the `BackupAndRestore` callback: callbacks need fit, so resuming is done here with
 `tf.train.Checkpoint` + `tf.train.CheckpointManager` (model, optimizer, epoch counter, early-stop state).
-Targets and the tf.data pipeline live in `sprint2.pipeline`, augmentation in `sprint2.augment`, the
-multi-worker coordination in `sprint2.distribute`.
+What differs per model (targets, losses, statistics, the validation score) is a `sprint2.tasks.Task`;
+the detector's schedule comes from `sprint2.schedule`, the scoring and `sprint2 evaluate` from
+`sprint2.experiment`, the multi-worker coordination from `sprint2.distribute`.
 """
 
 from __future__ import annotations
@@ -16,8 +17,10 @@ import csv
 import dataclasses
 import json
 import logging
+import math
 import shutil
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -26,25 +29,44 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from sprint2.augment import AugmentParams, augment_params
+from sprint2.augment import AugmentParams
 from sprint2.distribute import (
     PEER_ERRORS,
     StrategyInfo,
     barrier,
     check_same_start,
+    gather_ints,
     get_strategy,
     scratch_dir,
     worker_lost,
 )
-from sprint2.evaluate import baseline, evaluate, predict
-from sprint2.model import HuberGIoULoss, build_model, tensor_iou
-from sprint2.pipeline import make_dataset, make_targets
+from sprint2.experiment import choose_threshold, load_run_splits, run_metrics, split_validation, train_samples
+from sprint2.schedule import DEFAULT_BUDGET_S, DataStats, Schedule, detector_schedule, epochs_within_budget
+from sprint2.tasks import Task, TaskData, make_task
 
 if TYPE_CHECKING:
     from sprint2.loading import LoadOptions
 
+__all__ = [
+    "HISTORY_FIELDS",
+    "RECIPES",
+    "Recipe",
+    "TrainConfig",
+    "TrainResult",
+    "calibrate_batch_norm",
+    "choose_recipe",
+    "read_history",
+    "run_training",
+    "split_validation",
+    "train",
+    "write_history",
+]
+
 logger = logging.getLogger(__name__)
 
+ModelName = Literal["detector", "original", "improved"]
+
+#: history.csv columns of the single-box models; the detector's are in DETECTOR_HISTORY_FIELDS.
 HISTORY_FIELDS = [
     "epoch",
     "loss",
@@ -60,24 +82,45 @@ HISTORY_FIELDS = [
     "seconds",
     "images_per_s",
 ]
+DETECTOR_HISTORY_FIELDS = [
+    "epoch",
+    "loss",
+    "heatmap_loss",
+    "size_loss",
+    "offset_loss",
+    "objects",
+    "val_loss",
+    "val_heatmap_loss",
+    "val_size_loss",
+    "val_offset_loss",
+    "val_map50",
+    "learning_rate",
+    "seconds",
+    "images_per_s",
+]
 
-# Defaults measured on 2 CPU cores: the 600/150 synthetic set needs ~1300 optimizer steps
+# Single-box defaults measured on 2 CPU cores: the 600/150 synthetic set needs ~1300 optimizer steps
 # (20 epochs at batch 32 stopped at mean IoU 0.45, 30 at batch 16 at 0.73).
 DEFAULT_EPOCHS = 40
 DEFAULT_BATCH = 16
 DEFAULT_LEARNING_RATE = 2e-3
 DEFAULT_SIZE = 64
+DEFAULT_MODEL: ModelName = "detector"
 SMALL_DATA = 400  # fewer training images than this: the "small-photos" recipe (see choose_recipe)
-CALIBRATION_PIXELS = 256 * 64 * 64  # 256 images of 64x64; fewer when they are larger
 RUN_FILE = "run.json"
-VAL_MIN_IMAGES = 20  # below this many training images no validation split is held out
+PLAN_AFTER = 2  # epochs timed before the time budget fixes the epoch count (the first includes tracing)
 
 
 @dataclass
 class TrainConfig:
-    """What to train and how; batch_size is per replica (global batch = batch_size x replicas)."""
+    """What to train and how; batch_size is per replica (global batch = batch_size x replicas).
 
-    model: Literal["original", "improved"] = "improved"
+    epochs is the most a run trains; with time_budget_s the count is fixed after PLAN_AFTER timed
+    epochs so that the run fits the budget (schedule.epochs_within_budget). precision, width and
+    max_boxes concern the detector only.
+    """
+
+    model: ModelName = "improved"
     epochs: int = DEFAULT_EPOCHS
     batch_size: int = DEFAULT_BATCH
     learning_rate: float = DEFAULT_LEARNING_RATE
@@ -91,11 +134,17 @@ class TrainConfig:
     augmentation: str | AugmentParams = "light"  # a name in AUGMENT_PRESETS or explicit parameters
     warmup_epochs: int = 0
     weight_decay: float = 0.0  # > 0: AdamW with this decoupled weight decay
+    precision: str = (
+        "auto"  # "auto", "float32", "mixed_bfloat16" or "mixed_float16" (tasks.resolve_precision)
+    )
+    time_budget_s: float | None = None
+    width: float = 1.0  # the detector's channel multiplier
+    max_boxes: int | None = None  # boxes per image the detector trains on (None: the most any image has)
 
 
 @dataclass
 class TrainResult:
-    """The trained model (best weights) and how training went."""
+    """The trained model (best weights, float32) and how training went."""
 
     model: keras.Model
     history: list[dict] = field(default_factory=list)
@@ -107,6 +156,10 @@ class TrainResult:
     start_epoch: int = 1
     best_epoch: int = 0
     stopped_early: bool = False
+    planned_epochs: int = 0
+    score_threshold: float = 0.3
+    threshold_from: str = ""
+    precision: str = "float32"
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,16 +169,22 @@ class TrainResult:
 
 @dataclass(frozen=True)
 class Recipe:
-    """The data-dependent part of a schedule: augmentation preset, warm-up, validation split, patience.
+    """The data-dependent part of a schedule: augmentation, warm-up, validation split, patience.
 
     patience applies only with a validation split; without one the run trains every epoch.
     """
 
-    augmentation: str
+    augmentation: str | AugmentParams
     warmup_epochs: int
     val_fraction: float
     patience: int
 
+
+#: The detector's augmentation: every box moves with the pixels, so zooms and shifts stay moderate
+#: (a box pushed mostly out of the frame is dropped), with colour jitter for stain and lighting.
+DETECTOR_AUGMENTATION = AugmentParams(
+    zoom=(0.75, 1.3), aspect=0.1, shift=0.15, brightness=0.1, contrast=0.2, saturation=0.2, hue=0.02
+)
 
 RECIPES: dict[str, Recipe] = {
     # Hundreds of generated shapes: light jitter, a 10% validation split that picks the best epoch.
@@ -133,11 +192,17 @@ RECIPES: dict[str, Recipe] = {
     # A few hundred photos (raccoon): strong augmentation, a warm-up for Adam's noisy first steps, and
     # no validation split (a few dozen images would make early stopping noise): fixed epochs.
     "small-photos": Recipe(augmentation="strong", warmup_epochs=3, val_fraction=0.0, patience=8),
+    # The multi-object detector: the dataset's own val split (else 15% held out) picks the epoch by
+    # mAP@0.5; warm-up, epochs, batch and input size come from sprint2.schedule.detector_schedule.
+    "detector": Recipe(augmentation=DETECTOR_AUGMENTATION, warmup_epochs=0, val_fraction=0.15, patience=15),
 }
 
 
-def choose_recipe(train_images: int) -> str:
-    """The recipe "auto" picks: "small-photos" under SMALL_DATA training images, "synthetic" otherwise."""
+def choose_recipe(train_images: int, model: str = "improved") -> str:
+    """The recipe "auto" picks: "detector" for the detector; for the single-box models "small-photos"
+    under SMALL_DATA training images, "synthetic" otherwise."""
+    if model == "detector":
+        return "detector"
     return "small-photos" if train_images < SMALL_DATA else "synthetic"
 
 
@@ -146,84 +211,84 @@ def choose_recipe(train_images: int) -> str:
 # --------------------------------------------------------------------------------------------
 
 
+class WarmupCosine(keras.optimizers.schedules.LearningRateSchedule):
+    """Linear warm-up from a tenth of the peak, then cosine decay to alpha x peak at total_steps.
+
+    total_steps is a variable so the time budget can shorten the schedule after the first epochs.
+    """
+
+    def __init__(self, peak: float, warmup_steps: int, total_steps: tf.Variable, alpha: float = 0.05) -> None:
+        self.peak, self.warmup, self.total_steps, self.alpha = (
+            float(peak),
+            int(warmup_steps),
+            total_steps,
+            alpha,
+        )
+
+    def __call__(self, step: Any) -> tf.Tensor:
+        step = tf.cast(step, tf.float32)
+        warmup = float(self.warmup)
+        start = self.peak / 10 if self.warmup else self.peak
+        warm = start + (self.peak - start) * step / max(warmup, 1.0)
+        decay_steps = tf.maximum(tf.cast(self.total_steps, tf.float32) - warmup, 1.0)
+        progress = tf.minimum(tf.maximum(step - warmup, 0.0), decay_steps) / decay_steps
+        decayed = self.peak * ((1.0 - self.alpha) * 0.5 * (1.0 + tf.cos(math.pi * progress)) + self.alpha)
+        return tf.where(step < warmup, warm, decayed)
+
+    def get_config(self) -> dict:
+        return {"peak": self.peak, "warmup_steps": self.warmup, "alpha": self.alpha}
+
+
 class _Loop:
-    """Holds the model, optimizer and compiled step functions for one strategy."""
+    """Holds the model, optimizer and the compiled step functions for one strategy and one task."""
 
     def __init__(
         self,
         model: keras.Model,
+        task: Task,
         config: TrainConfig,
         strategy: tf.distribute.Strategy,
-        size: int,
-        global_batch: int,
-        steps_per_epoch: int,
+        data: TaskData,
+        total_steps: tf.Variable,
     ) -> None:
-        self.model, self.config, self.strategy = model, config, strategy
-        self.size, self.global_batch = float(size), global_batch
-        # Linear warm-up (Adam's early steps are noisy on small data), then cosine decay to 5%.
-        total = config.epochs * steps_per_epoch
-        warmup = min(config.warmup_epochs * steps_per_epoch, max(0, total - 1))
-        schedule = keras.optimizers.schedules.CosineDecay(
-            config.learning_rate / 10 if warmup else config.learning_rate,
-            decay_steps=max(1, total - warmup),
-            alpha=0.05,
-            warmup_target=config.learning_rate if warmup else None,
-            warmup_steps=warmup,
-        )
+        self.model, self.task, self.strategy = model, task, strategy
+        self.global_batch = data.global_batch
+        steps = data.steps
+        warmup = min(config.warmup_epochs * steps, max(0, config.epochs * steps - 1))
+        self.schedule = WarmupCosine(config.learning_rate, warmup, total_steps)
         if config.weight_decay > 0:
-            self.optimizer = keras.optimizers.AdamW(schedule, weight_decay=config.weight_decay)
+            optimizer = keras.optimizers.AdamW(self.schedule, weight_decay=config.weight_decay)
         else:
-            self.optimizer = keras.optimizers.Adam(schedule)
+            optimizer = keras.optimizers.Adam(self.schedule)
+        if task.policy == "mixed_float16":  # float16 gradients underflow without loss scaling
+            optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
+        self.optimizer = optimizer
         # Build the optimizer's slots now, under the scope: variables must not be created inside strategy.run.
         self.optimizer.build(model.trainable_variables)
-        self.box_loss_fn = HuberGIoULoss()
 
-    def per_example(self, labels: tf.Tensor, boxes: tf.Tensor, out: dict) -> tuple[tf.Tensor, tf.Tensor]:
-        """Per-example class and box losses: improved on [0, 1] coordinates, original as MSE in pixels²."""
-        cls = keras.losses.sparse_categorical_crossentropy(labels, out["class"])
-        if self.config.model == "improved":
-            box = self.box_loss_fn(boxes / self.size, out["box"] / self.size)
-        else:
-            box = tf.reduce_mean(tf.square(boxes - out["box"]), axis=-1)
-        return cls, box
-
-    def stats(self, labels: tf.Tensor, boxes: tf.Tensor, out: dict, cls: tf.Tensor, box: tf.Tensor) -> dict:
-        """Sums (not means) so they add up correctly across replicas and batches."""
-        pred = tf.cast(tf.argmax(out["class"], axis=-1), labels.dtype)
-        return {
-            "loss": tf.reduce_sum(cls + self.config.box_weight * box),
-            "class_loss": tf.reduce_sum(cls),
-            "box_loss": tf.reduce_sum(box),
-            "correct": tf.reduce_sum(tf.cast(pred == labels, tf.float32)),
-            "iou": tf.reduce_sum(tensor_iou(boxes, out["box"])),
-            "count": tf.cast(tf.shape(labels)[0], tf.float32),
-        }
-
-    def replica_step(self, images: tf.Tensor, labels: tf.Tensor, boxes: tf.Tensor) -> dict:
-        """Forward, loss scaled by the GLOBAL batch, gradients applied by the optimizer in replica context."""
+    def replica_step(self, batch: Any) -> dict:
+        """Forward, loss averaged over the GLOBAL batch, gradients applied by the optimizer per replica."""
         with tf.GradientTape() as tape:
-            out = self.model(images, training=True)
-            cls, box = self.per_example(labels, boxes, out)
-            loss = tf.nn.compute_average_loss(
-                cls + self.config.box_weight * box, global_batch_size=self.global_batch
-            )
-        grads = tape.gradient(loss, self.model.trainable_variables)
+            out = self.model(batch[0], training=True)
+            losses = self.task.losses(batch, out)
+            loss = tf.nn.compute_average_loss(losses["loss"], global_batch_size=self.global_batch)
+            scaled = self.optimizer.scale_loss(loss)
+        grads = tape.gradient(scaled, self.model.trainable_variables)
         # Keras 3's TF optimizer all-reduces (sums) the gradients itself when called in a replica context.
         self.optimizer.apply_gradients(zip(grads, self.model.trainable_variables))
-        return self.stats(labels, boxes, out, cls, box)
+        return self.task.stats(batch, out, losses)
 
     @tf.function
-    def train_step(self, batch: tuple) -> dict:
-        per_replica = self.strategy.run(self.replica_step, args=batch)
+    def train_step(self, batch: Any) -> dict:
+        per_replica = self.strategy.run(self.replica_step, args=(batch,))
         return {
             k: self.strategy.reduce(tf.distribute.ReduceOp.SUM, v, axis=None) for k, v in per_replica.items()
         }
 
-    @tf.function
-    def eval_step(self, images: tf.Tensor, labels: tf.Tensor, boxes: tf.Tensor) -> dict:
-        out = self.model(images, training=False)
-        cls, box = self.per_example(labels, boxes, out)
-        return self.stats(labels, boxes, out, cls, box)
+    @tf.function(reduce_retracing=True)
+    def eval_step(self, batch: Any) -> tuple[Any, dict]:
+        out = self.model(batch[0], training=False)
+        return out, self.task.stats(batch, out, self.task.losses(batch, out))
 
 
 def calibrate_batch_norm(model: keras.Model, images: np.ndarray) -> None:
@@ -245,18 +310,6 @@ def calibrate_batch_norm(model: keras.Model, images: np.ndarray) -> None:
     finally:
         for layer, momentum in zip(layers, saved):
             layer.momentum = momentum
-
-
-def _summarise(sums: dict, prefix: str = "") -> dict:
-    """Turns summed statistics into means: loss, class_loss, box_loss, accuracy, mean_iou."""
-    n = max(float(sums["count"]), 1.0)
-    return {
-        f"{prefix}loss": float(sums["loss"]) / n,
-        f"{prefix}class_loss": float(sums["class_loss"]) / n,
-        f"{prefix}box_loss": float(sums["box_loss"]) / n,
-        f"{prefix}accuracy": float(sums["correct"]) / n,
-        f"{prefix}mean_iou": float(sums["iou"]) / n,
-    }
 
 
 def _add(totals: dict[str, float], part: dict) -> None:
@@ -284,23 +337,24 @@ def read_history(path: Path | str, up_to: int | None = None) -> list[dict]:
     return [r for r in rows if up_to is None or r["epoch"] <= up_to]
 
 
-def write_history(path: Path | str, history: list[dict]) -> None:
-    """Rewrites history.csv from the full history (one row per epoch, HISTORY_FIELDS as columns)."""
+def write_history(path: Path | str, history: list[dict], fields: Sequence[str] = HISTORY_FIELDS) -> None:
+    """Rewrites history.csv from the full history (one row per epoch, `fields` as columns)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     with path.open("w", newline="") as f:
-        writer = csv.DictWriter(f, fieldnames=HISTORY_FIELDS, extrasaction="ignore")
+        writer = csv.DictWriter(f, fieldnames=list(fields), extrasaction="ignore")
         writer.writeheader()
         for row in history:
-            writer.writerow({k: row.get(k, "") for k in HISTORY_FIELDS})
+            writer.writerow({k: row.get(k, "") for k in fields})
 
 
-def _run_signature(config: TrainConfig, size: int, class_names: list[str]) -> dict:
+def _run_signature(config: TrainConfig, input_hw: tuple[int, int], class_names: list[str]) -> dict:
     """What a checkpoint must agree on to be resumed: the model's shape and the training recipe.
 
-    The epoch count is left out on purpose: resuming with more epochs continues a finished run.
+    The epoch count and the time budget are left out on purpose: resuming with more epochs continues
+    a finished run.
     """
-    fields = (
+    fields = [
         "model",
         "batch_size",
         "learning_rate",
@@ -310,13 +364,16 @@ def _run_signature(config: TrainConfig, size: int, class_names: list[str]) -> di
         "box_weight",
         "warmup_epochs",
         "weight_decay",
-    )
+    ]
+    if config.model == "detector":
+        fields += ["precision", "width", "max_boxes"]
     recipe = {name: getattr(config, name) for name in fields}
     augmentation = config.augmentation
     recipe["augmentation"] = (
         augmentation if isinstance(augmentation, str) else dataclasses.asdict(augmentation)
     )
-    return {**recipe, "image_size": int(size), "class_names": list(class_names)}
+    size: Any = list(input_hw) if config.model == "detector" else int(input_hw[0])
+    return {**recipe, "image_size": size, "class_names": list(class_names)}
 
 
 def _check_same_run(path: Path, signature: dict) -> None:
@@ -338,38 +395,8 @@ def _check_same_run(path: Path, signature: dict) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-@dataclass
-class _Data:
-    """The training and validation arrays with the batch arithmetic worked out for one strategy."""
-
-    images: np.ndarray
-    labels: np.ndarray
-    boxes: np.ndarray
-    val: tuple[np.ndarray, np.ndarray, np.ndarray] | None
-    global_batch: int
-    steps: int
-    calib: np.ndarray  # a fixed seeded sample (the same on every worker) for batch-norm statistics
-
-    @classmethod
-    def prepare(cls, train_ds: Any, val_ds: Any | None, config: TrainConfig, replicas: int) -> _Data:
-        images, labels, boxes = make_targets(train_ds, config.target)
-        global_batch = config.batch_size * replicas
-        if len(images) < global_batch:
-            global_batch = max(replicas, (len(images) // replicas) * replicas)
-            logger.warning("only %d training rows: global batch lowered to %d", len(images), global_batch)
-        val = make_targets(val_ds, config.target) if val_ds is not None else None
-        n_calib = max(32, CALIBRATION_PIXELS // (images.shape[1] * images.shape[2]))
-        calib = images[np.sort(np.random.default_rng(config.seed).permutation(len(images))[:n_calib])]
-        return cls(images, labels, boxes, val, global_batch, len(images) // global_batch, calib)
-
-    @property
-    def size(self) -> int:
-        """The (square) image side in pixels."""
-        return int(self.images.shape[1])
-
-
 class _Run:
-    """One run's state: model, optimizer, checkpoint variables, folders, history, early-stop counters.
+    """One run's state: task, model, optimizer, checkpoint variables, folders, history, early-stop counters.
 
     Output folders: the chief writes to out_dir, other workers to a scratch folder removed at the end
     (every worker still saves: TF's multi-worker guide). All resume from out_dir, which must be shared.
@@ -380,34 +407,43 @@ class _Run:
         config: TrainConfig,
         strategy: tf.distribute.Strategy,
         info: StrategyInfo,
-        data: _Data,
-        class_names: list[str],
+        task: Task,
+        data: TaskData,
     ) -> None:
-        self.config, self.strategy, self.info, self.data = config, strategy, info, data
-        self.class_names = list(class_names)
+        self.config, self.strategy, self.info, self.task, self.data = config, strategy, info, task, data
+        self.class_names = task.class_names
         self.multiworker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
         self.out_dir = Path(config.out_dir) if config.out_dir is not None else None
         self.scratch = scratch_dir(self.out_dir, info) if self.out_dir is not None else None
         self.write_dir = self.scratch or self.out_dir
+        self.fields = DETECTOR_HISTORY_FIELDS if task.kind == "detector" else HISTORY_FIELDS
+        self.epochs = config.epochs
         keras.utils.set_random_seed(config.seed)
         with strategy.scope():
-            self.model = build_model(config.model, len(class_names), data.size)
-            self.loop = _Loop(self.model, config, strategy, data.size, data.global_batch, data.steps)
+            self.model = task.build(data)
+            self.total_steps = tf.Variable(
+                config.epochs * data.steps, dtype=tf.int64, trainable=False, name="total_steps"
+            )
+            self.loop = _Loop(self.model, task, config, strategy, data, self.total_steps)
             self.epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-            self.best_var = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_val_loss")
+            self.best_var = tf.Variable(np.inf, dtype=tf.float64, trainable=False, name="best_monitor")
             self.best_epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="best_epoch")
+            self.planned_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="planned_epochs")
             self.ckpt = tf.train.Checkpoint(
                 model=self.model,
                 optimizer=self.loop.optimizer,
                 epoch=self.epoch_var,
-                best_val_loss=self.best_var,
+                best_monitor=self.best_var,
                 best_epoch=self.best_epoch_var,
+                planned_epochs=self.planned_var,
+                total_steps=self.total_steps,
             )
         self.manager: tf.train.CheckpointManager | None = None
         self.history: list[dict] = []
         self.best_weights: list[np.ndarray] | None = None
         self.epoch_seconds: list[float] = []
-        self.best_loss, self.best_epoch, self.wait = float("inf"), 0, 0
+        self.wall_seconds: list[float] = []  # training, calibration and validation of each epoch
+        self.best_score, self.best_epoch, self.wait = float("inf"), 0, 0
         self.stopped = False
 
     @property
@@ -422,19 +458,25 @@ class _Run:
         start_epoch = int(self.epoch_var.numpy()) + 1
         if self.multiworker:
             check_same_start(self.strategy, self.info, start_epoch, self.out_dir)
-        self.best_loss, self.best_epoch = float(self.best_var.numpy()), int(self.best_epoch_var.numpy())
+        self.best_score, self.best_epoch = float(self.best_var.numpy()), int(self.best_epoch_var.numpy())
         self.wait = (start_epoch - 1 - self.best_epoch) if self.best_epoch else 0
+        planned = int(self.planned_var.numpy())
+        if planned and self.config.time_budget_s is not None:
+            self.epochs = min(self.config.epochs, planned)  # the resumed run keeps the plan it made
+        else:  # without a plan the schedule follows config.epochs, so more epochs extend a finished run
+            self.total_steps.assign(self.config.epochs * self.data.steps)
         c, d = self.config, self.data
         logger.info(
-            "training %s: %d rows, global batch %d (%d x %d replicas), %d steps/epoch, epochs %d..%d",
+            "training %s (%s): %d rows, global batch %d (%d x %d replicas), %d steps/epoch, epochs %d..%d",
             c.model,
+            self.task.policy,
             len(d.images),
             d.global_batch,
             c.batch_size,
             self.strategy.num_replicas_in_sync,
             d.steps,
             start_epoch,
-            c.epochs,
+            self.epochs,
         )
         return start_epoch
 
@@ -446,7 +488,7 @@ class _Run:
             self.ckpt, str(self.write_dir / "checkpoints"), max_to_keep=2
         )
         latest = tf.train.latest_checkpoint(str(checkpoints)) if self.config.resume else None
-        signature = _run_signature(self.config, self.data.size, self.class_names)
+        signature = _run_signature(self.config, self.data.input_hw, self.class_names)
         if not latest:
             (self.write_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
             (self.write_dir / "checkpoints" / RUN_FILE).write_text(json.dumps(signature, indent=2))
@@ -464,19 +506,10 @@ class _Run:
 
     def one_epoch(self, epoch: int) -> dict:
         """Trains one pass over the data; returns the epoch's training means, its seconds and images/s."""
-        d = self.data
-        data = make_dataset(
-            d.images,
-            d.labels,
-            d.boxes,
-            d.global_batch,
-            seed=self.config.seed,
-            epoch=epoch,
-            augment_data=self.config.augment,
-            multiworker=self.multiworker,
-            params=augment_params(self.config.augmentation),
+        self.epoch_start = time.perf_counter()
+        dist = self.strategy.experimental_distribute_dataset(
+            self.task.dataset(self.data, epoch, self.multiworker)
         )
-        dist = self.strategy.experimental_distribute_dataset(data)
         start = time.perf_counter()
         totals: dict[str, float] = {}
         try:
@@ -488,41 +521,32 @@ class _Run:
             raise worker_lost(exc, self.info, epoch, self.checkpoint_dir) from exc
         seconds = time.perf_counter() - start
         self.epoch_seconds.append(seconds)
-        calibrate_batch_norm(self.model, d.calib)
+        calibrate_batch_norm(self.model, self.data.calib)
         rate = totals.get("count", 0.0) / seconds if seconds > 0 else 0.0
-        return {**_summarise(totals), "seconds": seconds, "images_per_s": rate}
+        lr = float(self.loop.schedule(self.loop.optimizer.iterations))
+        return {**self.task.summarise(totals), "learning_rate": lr, "seconds": seconds, "images_per_s": rate}
 
     def validate(self) -> dict:
-        """val_* means over the validation rows (empty without them), in chunks of 256 images."""
-        if self.data.val is None or not len(self.data.val[0]):
-            return {}
-        images, labels, boxes = self.data.val
-        totals: dict[str, float] = {}
-        for s in range(0, len(images), 256):
-            part = self.loop.eval_step(
-                tf.constant(images[s : s + 256], tf.float32),
-                tf.constant(labels[s : s + 256]),
-                tf.constant(boxes[s : s + 256]),
-            )
-            _add(totals, part)
-        return _summarise(totals, "val_")
+        """The task's val_* values (empty without validation data)."""
+        return self.task.validate(self.loop.eval_step, self.data)
 
     def record(self, epoch: int, values: dict) -> dict:
-        """The epoch's history row (columns in HISTORY_FIELDS order), appended and logged.
+        """The epoch's history row (columns in the task's field order), appended and logged.
 
         The log line is the one `sprint2.launch.LocalWorkers.epoch_lines` picks out of a worker's stderr.
         """
-        row = {"epoch": epoch, **{k: values[k] for k in HISTORY_FIELDS if k in values}}
+        row = {"epoch": epoch, **{k: values[k] for k in self.fields if k in values}}
         self.history.append(row)
         summary = ", ".join(f"{k}={v:.4g}" for k, v in row.items() if k != "epoch")
-        logger.info("epoch %d/%d: %s", epoch, self.config.epochs, summary)
+        logger.info("epoch %d/%d: %s", epoch, self.epochs, summary)
+        self.wall_seconds.append(time.perf_counter() - self.epoch_start)
         return row
 
     def keep_best(self, row: dict) -> None:
-        """Keeps the weights of the lowest validation loss (training loss without validation) so far."""
-        monitor = row.get("val_loss", row["loss"])
-        if monitor < self.best_loss:
-            self.best_loss, self.best_epoch, self.wait = monitor, row["epoch"], 0
+        """Keeps the weights of the best monitored value so far (Task.monitor: lower is better)."""
+        score = self.task.monitor(row)
+        if score < self.best_score:
+            self.best_score, self.best_epoch, self.wait = score, row["epoch"], 0
             self.best_weights = self.model.get_weights()
             if self.write_dir is not None:
                 (self.write_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
@@ -530,47 +554,76 @@ class _Run:
         else:
             self.wait += 1
 
+    def plan(self, epoch: int, start_epoch: int) -> None:
+        """With a time budget, fixes the epoch count once PLAN_AFTER epochs of this process are timed.
+
+        Every worker takes the smallest count any worker computed, so all stop at the same epoch.
+        """
+        budget = self.config.time_budget_s
+        if budget is None or int(self.planned_var.numpy()) or epoch >= self.epochs:
+            return
+        timed = self.wall_seconds
+        if len(timed) < min(PLAN_AFTER, self.epochs - start_epoch + 1):
+            return
+        planned = epochs_within_budget(self.config.epochs, epoch, sum(timed), timed[-1], budget)
+        if self.multiworker:
+            planned = min(gather_ints(self.strategy, planned))
+        self.epochs = planned
+        self.planned_var.assign(planned)
+        self.total_steps.assign(planned * self.data.steps)
+        logger.info(
+            "time budget %.0f s: %d epochs (%.1f s each after the first), of at most %d",
+            budget,
+            planned,
+            timed[-1],
+            self.config.epochs,
+        )
+
     def checkpoint(self, epoch: int) -> None:
-        """Saves model, optimizer, epoch and early-stop state, and rewrites history.csv."""
+        """Saves model, optimizer, epoch, plan and early-stop state, and rewrites history.csv."""
         self.epoch_var.assign(epoch)
-        self.best_var.assign(self.best_loss)
+        self.best_var.assign(self.best_score)
         self.best_epoch_var.assign(self.best_epoch)
         if self.manager is not None and self.write_dir is not None:
             self.manager.save(checkpoint_number=epoch)
-            write_history(self.write_dir / "history.csv", self.history)
+            write_history(self.write_dir / "history.csv", self.history, self.fields)
 
     def early_stop(self, epoch: int) -> bool:
-        """True once the monitored loss has not improved for `patience` epochs."""
+        """True once the monitored value has not improved for `patience` epochs."""
         if self.wait < self.config.patience:
             return False
         logger.info(
-            "early stop after epoch %d: val loss has not improved for %d epochs (best %d)",
+            "early stop after epoch %d: %s has not improved for %d epochs (best %d)",
             epoch,
+            self.task.monitor_name,
             self.wait,
             self.best_epoch,
         )
         self.stopped = True
         return True
 
-    def finish(self, start_epoch: int) -> TrainResult:
-        """Restores the best weights, saves model.keras, removes the scratch folder, sums up the timings."""
+    def finish(self, start_epoch: int, resize_mode: str, card_extra: dict) -> TrainResult:
+        """Restores the best weights, chooses the score threshold, saves model.keras and model.json,
+        removes the scratch folder and sums up the timings."""
         last = self.history[-1]["epoch"] if self.history else 0
         if self.best_weights is not None and self.best_epoch != last:
-            logger.info(
-                "restoring the weights of epoch %d (best validation loss %.4g)",
-                self.best_epoch,
-                self.best_loss,
-            )
+            logger.info("restoring the weights of epoch %d (%s)", self.best_epoch, self.task.monitor_name)
             self.model.set_weights(self.best_weights)
+        model = self.task.export(self.model)
+        threshold, source = choose_threshold(self.task, model, self.data)
         if self.write_dir is not None:
-            self.model.save(self.write_dir / "model.keras")
+            model.save(self.write_dir / "model.keras")
+            extra = {"seed": self.config.seed, "threshold_from": source, **card_extra}
+            self.task.card(self.data.input_hw, resize_mode, threshold, extra).write(
+                self.write_dir / "model.keras"
+            )
         if self.scratch is not None:
             shutil.rmtree(self.scratch, ignore_errors=True)
         trained = self.history[len(self.history) - len(self.epoch_seconds) :]
         steady, steady_rows = self.epoch_seconds[1:] or self.epoch_seconds, trained[1:] or trained
         seen = sum(r["images_per_s"] * r["seconds"] for r in steady_rows)
         return TrainResult(
-            model=self.model,
+            model=model,
             history=self.history,
             epoch_seconds=self.epoch_seconds,
             first_epoch_s=self.epoch_seconds[0] if self.epoch_seconds else 0.0,
@@ -580,6 +633,10 @@ class _Run:
             start_epoch=start_epoch,
             best_epoch=self.best_epoch,
             stopped_early=self.stopped,
+            planned_epochs=self.epochs,
+            score_threshold=threshold,
+            threshold_from=source,
+            precision=self.task.policy,
         )
 
 
@@ -589,28 +646,35 @@ def train(
     config: TrainConfig,
     strategy: tf.distribute.Strategy | None = None,
     info: StrategyInfo | None = None,
+    *,
+    resize_mode: str = "stretch",
+    card_extra: dict | None = None,
 ) -> TrainResult:
     """Trains a fresh (or resumed) model on LoadedDataset-like data under `strategy` (default: the current).
 
     With config.out_dir: checkpoints each epoch in out_dir/checkpoints (resumed when config.resume),
-    history.csv, best.weights.h5 and model.keras; under multi-worker only the chief writes there.
+    history.csv, best.weights.h5, model.keras and its model.json card (resize_mode and card_extra are
+    recorded there); under multi-worker only the chief writes there.
     """
     if strategy is None:
         strategy = tf.distribute.get_strategy()
     replicas = int(strategy.num_replicas_in_sync)
     if info is None:
         info = StrategyInfo(kind="given", replicas=replicas, reason="strategy passed in by the caller")
-    data = _Data.prepare(train_ds, val_ds, config, replicas)
-    run = _Run(config, strategy, info, data, train_ds.class_names)
-    start_epoch = run.restore()
-    for epoch in range(start_epoch, config.epochs + 1):
+    task = make_task(config, train_ds.class_names)
+    data = task.prepare(train_ds, val_ds, replicas)
+    run = _Run(config, strategy, info, task, data)
+    start_epoch = epoch = run.restore()
+    while epoch <= run.epochs:
         trained = run.one_epoch(epoch)
         row = run.record(epoch, {**trained, **run.validate()})
         run.keep_best(row)
+        run.plan(epoch, start_epoch)
         run.checkpoint(epoch)
         if run.early_stop(epoch):
             break
-    return run.finish(start_epoch)
+        epoch += 1
+    return run.finish(start_epoch, resize_mode, card_extra or {})
 
 
 # --------------------------------------------------------------------------------------------
@@ -623,49 +687,63 @@ OVERRIDES = frozenset(f.name for f in dataclasses.fields(TrainConfig)) - {"model
 }
 
 
-def split_validation(ds: Any, fraction: float, seed: int) -> tuple[Any, Any | None]:
-    """(train, validation or None): a seeded `fraction` of ds held out, none under VAL_MIN_IMAGES images."""
-    order = np.random.default_rng(seed).permutation(len(ds.boxes))
-    n_val = int(round(len(order) * fraction)) if len(order) >= VAL_MIN_IMAGES else 0
-    if not n_val:
-        return ds, None
-    return ds.subset(np.sort(order[n_val:])), ds.subset(np.sort(order[:n_val]))
-
-
-def _load_splits(data_dir: Path, seed: int, load: LoadOptions | None) -> tuple[Any, Any, Any]:
-    """(train, test, image size) read with `load` (default: DEFAULT_SIZE pixels, bad files skipped)."""
-    from sprint2.loading import (
-        LoadOptions,
-        load_splits,
-    )  # light; imported here so model code loads without it
-
-    options = load if load is not None else LoadOptions(size=DEFAULT_SIZE, errors="skip")
-    return *load_splits(data_dir, seed=seed, options=options), options.size
-
-
 def _config(
-    model: str, seed: int, out_dir: Path, recipe: Recipe, has_val: bool, overrides: dict
+    model: str,
+    seed: int,
+    out_dir: Path,
+    recipe: Recipe,
+    has_val: bool,
+    overrides: dict,
+    schedule: Schedule | None = None,
 ) -> TrainConfig:
-    """The TrainConfig of a run: the recipe's choices, then the caller's overrides.
+    """The TrainConfig of a run: the recipe's (and for the detector the schedule's) choices, then the
+    caller's overrides.
 
-    Augmentation is on for the improved model only; patience is the recipe's with a validation
-    split, else every epoch is trained.
+    Augmentation is on for the improved model and the detector; patience is the recipe's with a
+    validation split, else every epoch is trained. The detector's epochs, batch, learning rate and
+    warm-up come from the schedule, and its time budget holds unless epochs are given explicitly.
     """
-    epochs = overrides.get("epochs", DEFAULT_EPOCHS)
     chosen: dict[str, Any] = {
-        "augment": model == "improved",
+        "augment": model in ("improved", "detector"),
         "augmentation": recipe.augmentation,
         "warmup_epochs": recipe.warmup_epochs,
-        "patience": recipe.patience if has_val else epochs,
     }
+    if schedule is not None:
+        chosen.update(
+            epochs=schedule.epochs,
+            batch_size=schedule.batch_size,
+            learning_rate=schedule.learning_rate,
+            warmup_epochs=schedule.warmup_epochs,
+            time_budget_s=None if "epochs" in overrides else schedule.time_budget_s,
+        )
+    epochs = overrides.get("epochs", chosen.get("epochs", DEFAULT_EPOCHS))
+    chosen["patience"] = recipe.patience if has_val else epochs
     chosen.update({k: v for k, v in overrides.items() if k != "val_fraction"})
     return TrainConfig(model=model, seed=seed, out_dir=out_dir, **chosen)  # type: ignore[arg-type]
+
+
+def _load_options(
+    model: str, data_dir: Path, seed: int, load: LoadOptions | None, replicas: int, budget: float | None
+) -> tuple[LoadOptions, Schedule | None]:
+    """(LoadOptions, Schedule or None): the detector's input size comes from its schedule unless given."""
+    from sprint2.loading import LoadOptions  # light; imported here so model code loads without it
+
+    if model != "detector":
+        return (load if load is not None else LoadOptions(size=DEFAULT_SIZE, errors="skip")), None
+    stats = DataStats.from_samples(train_samples(data_dir, seed))
+    schedule = detector_schedule(
+        stats, replicas=replicas, time_budget_s=DEFAULT_BUDGET_S if budget is None else budget
+    )
+    logger.info("detector schedule from %s: %s", stats, schedule)
+    if load is None:
+        return LoadOptions(size=schedule.input_hw, errors="skip"), schedule
+    return load, schedule
 
 
 def run_training(
     data_dir: str | Path,
     *,
-    model: Literal["original", "improved"] = "improved",
+    model: ModelName = DEFAULT_MODEL,
     recipe: str = "auto",
     out_dir: str | Path = "runs/train",
     strategy: str = "auto",
@@ -674,14 +752,15 @@ def run_training(
     load: LoadOptions | None = None,
     **overrides: Any,
 ) -> dict:
-    """Loads data_dir, trains, evaluates on the test split beside the mean-box baseline; writes model.keras,
-    history.csv and metrics.json into out_dir and returns the metrics dict (the CLI's JSON).
+    """Loads data_dir, trains, scores the test split beside the mean-box baseline; writes model.keras,
+    model.json, history.csv and metrics.json into out_dir and returns the metrics dict (the CLI's JSON).
 
-    recipe: a name in RECIPES, or "auto" (choose_recipe of the training-split size). overrides: TrainConfig
-    fields (epochs, batch_size, learning_rate, patience, augmentation, warmup_epochs, weight_decay, ...)
-    and val_fraction; None means "not given". load: how to read the data (default: DEFAULT_SIZE pixels,
-    bad files skipped). The validation set for early stopping is a seeded val_fraction of the training
-    split; the test split is touched only for the final numbers.
+    recipe: a name in RECIPES, or "auto" (choose_recipe). overrides: TrainConfig fields (epochs,
+    batch_size, learning_rate, patience, augmentation, warmup_epochs, weight_decay, precision,
+    time_budget_s, ...) and val_fraction; None means "not given". load: how to read the data (default:
+    the detector's schedule size, or DEFAULT_SIZE pixels for the single-box models; bad files skipped).
+    Validation: the dataset's own ImageSets val split when it has one and val_fraction is not given,
+    else a seeded val_fraction of the training split; the test split is touched only for the final numbers.
     """
     if recipe != "auto" and recipe not in RECIPES:
         raise ValueError(f"unknown recipe {recipe!r}; choose auto or one of {sorted(RECIPES)}")
@@ -691,18 +770,31 @@ def run_training(
     overrides = {k: v for k, v in overrides.items() if v is not None}
     if not 0.0 <= overrides.get("val_fraction", 0.0) < 1.0:
         raise ValueError(f"val_fraction must be in [0, 1), got {overrides['val_fraction']}")
+    if model not in ("detector", "original", "improved"):
+        raise ValueError(f"model must be detector, improved or original, got {model!r}")
 
     # The strategy first: logical CPU devices must be configured before TensorFlow's runtime starts.
     strat, info = get_strategy(strategy, replicas)  # type: ignore[arg-type]
-    train_all, test_ds, size = _load_splits(Path(data_dir), seed, load)
-    name = choose_recipe(len(train_all.boxes)) if recipe == "auto" else recipe
+    root = Path(data_dir)
+    options, schedule = _load_options(
+        model, root, seed, load, int(strat.num_replicas_in_sync), overrides.get("time_budget_s")
+    )
+    # The recipe decides the validation split, so it is chosen from the file count before loading.
+    name = choose_recipe(len(train_samples(root, seed)), model) if recipe == "auto" else recipe
     chosen = RECIPES[name]
-    train_ds, val_ds = split_validation(train_all, overrides.get("val_fraction", chosen.val_fraction), seed)
-    config = _config(model, seed, Path(out_dir), chosen, val_ds is not None, overrides)
+    train_ds, val_ds, test_ds, val_source = load_run_splits(
+        root, seed, options, overrides.get("val_fraction"), chosen.val_fraction
+    )
+    config = _config(model, seed, Path(out_dir), chosen, val_ds is not None, overrides, schedule)
     logger.info("recipe %s%s: %s", name, " (auto)" if recipe == "auto" else "", config)
-    result = train(train_ds, val_ds, config, strat, info)
+    split_rule = {"val_fraction": overrides.get("val_fraction"), "default_val_fraction": chosen.val_fraction}
+    result = train(train_ds, val_ds, config, strat, info, resize_mode=options.mode, card_extra=split_rule)
 
-    metrics = _metrics(result, config, info, name, size, train_ds, val_ds, test_ds)
+    metrics = run_metrics(result, config, info, name, options, train_ds, val_ds, test_ds)
+    metrics["val_source"] = val_source
+    if schedule is not None:
+        metrics["schedule"] = schedule.as_dict()
+    metrics = json.loads(json.dumps(metrics))  # what metrics.json holds: tuples as lists
     if info.is_chief:
         out = Path(out_dir)
         out.mkdir(parents=True, exist_ok=True)
@@ -712,47 +804,3 @@ def run_training(
             strat, info, result.history[-1]["epoch"] if result.history else 0, Path(out_dir) / "checkpoints"
         )
     return metrics
-
-
-def _metrics(
-    result: TrainResult,
-    config: TrainConfig,
-    info: StrategyInfo,
-    recipe: str,
-    size: Any,
-    train_ds: Any,
-    val_ds: Any | None,
-    test_ds: Any,
-) -> dict:
-    """metrics.json: the trained model and the mean-box baseline on the test split, and how training went."""
-    probs, boxes = predict(result.model, test_ds.images)
-    test = evaluate(probs, boxes, test_ds)
-    base = baseline(train_ds, test_ds)
-    keys = ("accuracy", "mean_iou", "hit_rate_iou50")
-    augmentation = config.augmentation
-    return {
-        "strategy": info.kind,
-        "replicas": result.replicas,
-        "epochs": len(result.history),
-        "start_epoch": result.start_epoch,  # > 1 when resumed from a checkpoint
-        "train_images": len(train_ds.boxes),
-        "test_images": len(test_ds.boxes),
-        "images_per_s": result.images_per_s,
-        "test": {k: test[k] for k in keys},
-        "baseline": {k: base[k] for k in keys},
-        "model": config.model,
-        "size": size,
-        "batch_per_replica": config.batch_size,
-        "val_images": len(val_ds.boxes) if val_ds is not None else 0,
-        "recipe": recipe,
-        "augmentation": (augmentation if isinstance(augmentation, str) else dataclasses.asdict(augmentation))
-        if config.augment
-        else "none",
-        "warmup_epochs": config.warmup_epochs,
-        "first_epoch_s": result.first_epoch_s,
-        "train_seconds": float(sum(result.epoch_seconds)),
-        "best_epoch": result.best_epoch,
-        "strategy_info": info.as_dict(),
-        "test_detail": {k: test[k] for k in ("map50", "ap50", "confusion", "class_names")},
-        "baseline_detail": {k: base[k] for k in ("map50", "ap50", "mean_box", "majority_class")},
-    }

@@ -101,7 +101,8 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
 
 
 def test_train_then_quantize_json(small: Path, tmp_path: Path) -> None:
-    run = _cli("train", str(small), "--epochs", "1", "--size", "32", "--batch", "8", "--out", str(tmp_path / "run"),
+    run = _cli("train", str(small), "--model", "improved", "--epochs", "1", "--size", "32", "--batch", "8",
+               "--out", str(tmp_path / "run"),
                "--val-fraction", "0.25", "--weight-decay", "0.01", "--json")
     assert run.returncode == 0, run.stderr[-2000:]
     trained = json.loads(run.stdout)

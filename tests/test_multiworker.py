@@ -31,7 +31,7 @@ def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def workers(data: Path, out: Path, logs: Path, epochs: int) -> LocalWorkers:
     """Two `sprint2 train --strategy multiworker` processes on tiny data, started."""
-    args = [str(data), "--epochs", str(epochs), "--size", str(SIZE)]
+    args = [str(data), "--model", "improved", "--epochs", str(epochs), "--size", str(SIZE)]
     return LocalWorkers(args, out, logs, env={"SPRINT2_COLLECTIVE_TIMEOUT": COLLECTIVE_TIMEOUT_S}).start()
 
 

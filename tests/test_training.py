@@ -149,9 +149,14 @@ def test_end_to_end_with_loading(tmp_path) -> None:
         "baseline",
     } <= set(metrics)
     assert metrics["train_images"] + metrics["val_images"] == 40 and metrics["test_images"] == 12
-    for part in ("test", "baseline"):
-        assert set(metrics[part]) == {"accuracy", "mean_iou", "hit_rate_iou50"}
-    for name in ("model.keras", "history.csv", "metrics.json"):
+    for part in ("test", "baseline"):  # the single-box fields beside the detection metrics
+        assert {"accuracy", "mean_iou", "hit_rate_iou50", "map50", "map50_95", "ap50"} <= set(metrics[part])
+        assert set(metrics[part]["ap50"]) == set(metrics["test_detail"]["class_names"])
+    assert len(metrics["test_files"]) == 12 and metrics["threshold_from"] == "train"
+    card = json.loads((tmp_path / "run" / "model.json").read_text())
+    assert card["kind"] == "improved" and card["input_hw"] == [32, 32]
+    assert card["score_threshold"] == metrics["score_threshold"]
+    for name in ("model.keras", "model.json", "history.csv", "metrics.json"):
         assert (tmp_path / "run" / name).is_file()
     saved = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert saved["epochs"] == 2 and saved["recipe"] == "small-photos" and saved["size"] == 32
@@ -165,7 +170,8 @@ def test_end_to_end_with_loading(tmp_path) -> None:
 
 def test_auto_recipe_is_a_function_of_the_training_set_size() -> None:
     assert choose_recipe(SMALL_DATA - 1) == "small-photos" and choose_recipe(SMALL_DATA) == "synthetic"
-    assert choose_recipe(0) == "small-photos" and set(RECIPES) == {"synthetic", "small-photos"}
+    assert choose_recipe(0) == "small-photos" and set(RECIPES) == {"synthetic", "small-photos", "detector"}
+    assert choose_recipe(0, "detector") == choose_recipe(10_000, "detector") == "detector"
 
 
 def test_recipe_settings_reach_the_config_and_overrides_win(tmp_path: Path) -> None:

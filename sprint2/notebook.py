@@ -63,6 +63,31 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         },
         "quick": {"epochs": 2, "batch": 8, "size": 48},
     },
+    "05_detector": {
+        # None: sprint2.schedule decides (input size from the data, epochs within its time budget)
+        "full": {
+            "strategy": "auto",
+            "replicas": None,
+            "seed": 0,
+            "detector_size": None,
+            "detector_width": 1.0,
+            "detector_epochs": None,
+            "time_budget_s": None,
+            "single_box_epochs": 40,
+            "single_box_batch": 16,
+            "single_box_size": 64,
+            "n_gallery": 6,
+        },
+        "quick": {
+            "detector_size": 64,
+            "detector_width": 0.5,
+            "detector_epochs": 2,
+            "single_box_epochs": 2,
+            "single_box_batch": 8,
+            "single_box_size": 48,
+            "n_gallery": 4,
+        },
+    },
     "06_quantization": {
         "full": {
             "model_path": None,
@@ -85,7 +110,9 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
 
 #: Notebooks that run a strategy in their own process: MirroredStrategy and SavedModel export log
 #: every call at INFO through the "tensorflow" logger, which would bury the outputs.
-QUIET_TENSORFLOW = frozenset({"03_cpu_vs_gpu_timing", "04_mirrored_training", "06_quantization"})
+QUIET_TENSORFLOW = frozenset(
+    {"03_cpu_vs_gpu_timing", "04_mirrored_training", "05_detector", "06_quantization"}
+)
 
 
 @dataclass(frozen=True)

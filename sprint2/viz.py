@@ -618,8 +618,8 @@ def plot_detection_pairs(
             )
         )
         prefix = f"{names[i]}: " if names is not None else ""
-        titles.append(f"{prefix}{len(labels)} objects (truth)")
-        result = f"{len(det_labels)} detections"
+        titles.append(f"{prefix}ground truth ({len(labels)})")
+        result = f"detections ({len(det_labels)})"
         bad = False
         if errors is not None:
             tp, fp, fn = (int(e[i]) for e in errors)

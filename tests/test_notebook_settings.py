@@ -178,3 +178,14 @@ def test_notebook_module_does_not_import_tensorflow() -> None:
     code = "import sys, sprint2.notebook; print('tensorflow' in sys.modules, 'keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr
+
+
+def test_detector_notebook_sizes_fit_the_detector() -> None:
+    """05_detector's detector input is the schedule's (None) or multiples of 32, as the detector needs."""
+    from sprint2.images import target_size
+
+    for quick in (False, True):
+        size = notebook.resolve("05_detector", quick=quick)["detector_size"]
+        assert size is None or all(side > 0 and side % 32 == 0 for side in target_size(size)), (quick, size)
+    assert notebook.resolve("05_detector", quick=False)["detector_size"] is None
+    assert "05_detector" in notebook.QUIET_TENSORFLOW

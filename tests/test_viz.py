@@ -370,10 +370,10 @@ def test_detection_pairs_draw_truth_left_and_kept_detections_right(tmp_path: Pat
     )
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == [
-        "a.jpg: 1 objects (truth)",
-        "1 detections: TP 1, FP 0, FN 0",
-        "b.jpg: 2 objects (truth)",
-        "0 detections: TP 0, FP 0, FN 2",
+        "a.jpg: ground truth (1)",
+        "detections (1): TP 1, FP 0, FN 0",
+        "b.jpg: ground truth (2)",
+        "detections (0): TP 0, FP 0, FN 2",
     ]
     assert [to_hex(ax.title.get_color()) for ax in fig.axes][1::2] == ["#1a7f37", "#c62828"]
     colors = viz.class_colors(CLASSES)
@@ -407,10 +407,10 @@ def test_detection_gallery_picks_images_by_index_and_says_when_there_are_none() 
 
     fig = viz.plot_detection_gallery(ds, dets, [2, 0], score_threshold=0.5, errors=Errors(), title="two")
     assert [ax.get_title() for ax in fig.axes] == [
-        "img2.jpg: 1 objects (truth)",
-        "1 detections: TP 0, FP 0, FN 1",
-        "img0.jpg: 1 objects (truth)",
-        "1 detections: TP 1, FP 0, FN 0",
+        "img2.jpg: ground truth (1)",
+        "detections (1): TP 0, FP 0, FN 1",
+        "img0.jpg: ground truth (1)",
+        "detections (1): TP 1, FP 0, FN 0",
     ]
     assert fig._suptitle.get_text() == "two"
     empty = viz.plot_detection_gallery(ds, dets, [], score_threshold=0.5, title="worst")

@@ -481,14 +481,14 @@ class DetectorTask(Task):
         return dets
 
     def card(self, input_hw: tuple[int, int], resize_mode: str, threshold: float, extra: dict) -> ModelCard:
-        decoding = {
+        decoding = {  # at the top of extra, where `sprint2.predict` reads them
             "top_k": DECODE.top_k,
             "iou_threshold": DECODE.iou_threshold,
             "stride": DECODE.stride,
-            "output": "heatmap|size|offset",
+            "outputs": "heatmap|size|offset",
         }
         return super().card(
-            input_hw, resize_mode, threshold, {"decode": decoding, "width": self.config.width, **extra}
+            input_hw, resize_mode, threshold, {**decoding, "width": self.config.width, **extra}
         )
 
 

@@ -133,7 +133,7 @@ def test_detector_loss_falls_and_the_run_writes_model_and_card(detector_run) -> 
     assert card["kind"] == "detector" and card["input_hw"] == list(HW)
     assert card["class_names"] == ["red", "green", "blue"] and card["extra"]["threshold_from"] == "val"
     assert card["score_threshold"] == pytest.approx(result.score_threshold)
-    assert set(card["extra"]["decode"]) >= {"top_k", "iou_threshold", "stride"}
+    assert (card["extra"]["top_k"], card["extra"]["iou_threshold"], card["extra"]["stride"]) == (100, 0.5, 4)
     assert (out / "model.keras").is_file()
 
 
@@ -191,7 +191,7 @@ def test_precision_auto_follows_the_cpu_flags(tmp_path, monkeypatch) -> None:
 def test_two_replicas_give_the_loss_curve_of_one_at_equal_global_batch() -> None:
     """Global batch 8 as 2 logical CPUs x 4 and as 1 x 8: the per-image losses are averaged over the
     global batch, so only batch-norm statistics (per replica: 4 images instead of 8) differ. Stated
-    tolerance: each epoch's mean training loss within 5% (relative) of the one-replica run."""
+    tolerance: each epoch's mean training loss within 2% (relative) of the one-replica run."""
     code = """
 import json, sys
 sys.path.insert(0, "tests")
@@ -211,7 +211,7 @@ print(json.dumps({"replicas": [two.replicas, one.replicas],
     assert proc.returncode == 0, proc.stderr[-3000:]
     got = json.loads(proc.stdout.strip().splitlines()[-1])
     assert got["replicas"] == [2, 1]
-    assert got["two"] == pytest.approx(got["one"], rel=0.05), got
+    assert got["two"] == pytest.approx(got["one"], rel=0.02), got
     assert got["two"][-1] < got["two"][0] and got["one"][-1] < got["one"][0]
 
 

@@ -4,7 +4,8 @@ Both kinds share one contract so quantization, benchmarks and notebooks need not
 they got: input float32 (N, S, S, 3) with values 0..255 (rescaling happens inside the model),
 output a dict {"class": (N, C) softmax probabilities, "box": (N, 4) xmin, ymin, xmax, ymax in
 resized-image pixels}. The losses used by the training loop live here too, beside the heads
-they belong to.
+they belong to. The multi-object detector (`sprint2.detector`, its own output contract) is
+registered beside them, so `build_model` makes every kind the training loop trains.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from keras import layers
 
 logger = logging.getLogger(__name__)
 
-ModelKind = Literal["original", "improved"]
-KINDS: tuple[str, ...] = ("original", "improved")
+ModelKind = Literal["original", "improved", "detector"]
+SINGLE_BOX_KINDS: tuple[str, ...] = ("original", "improved")
+KINDS: tuple[str, ...] = (*SINGLE_BOX_KINDS, "detector")
 
 
 @keras.saving.register_keras_serializable(package="sprint2")
@@ -177,10 +179,20 @@ def _improved(num_classes: int, image_size: int) -> keras.Model:
     return keras.Model(inputs, {"class": cls, "box": box}, name="improved")
 
 
-def build_model(kind: ModelKind, num_classes: int, image_size: int) -> keras.Model:
-    """Builds an uncompiled model of the given kind; call it under a strategy's scope to mirror it."""
+def build_model(kind: ModelKind, num_classes: int, image_size: int | tuple[int, int]) -> keras.Model:
+    """Builds an uncompiled model of the given kind; call it under a strategy's scope to mirror it.
+
+    image_size: the square side; the detector also takes (height, width), multiples of 32.
+    """
     if kind not in KINDS:
         raise ValueError(f"model kind must be one of {KINDS}, got {kind!r}")
+    if kind == "detector":
+        from sprint2.detector import build_detector
+
+        hw = (image_size, image_size) if isinstance(image_size, (int, np.integer)) else tuple(image_size)
+        return build_detector(int(num_classes), hw)  # type: ignore[arg-type]
+    if not isinstance(image_size, (int, np.integer)):
+        raise ValueError(f"the {kind} model takes a square image side, got {image_size!r}")
     if num_classes < 1 or image_size < 32:
         raise ValueError(f"need num_classes >= 1 and image_size >= 32, got {num_classes}, {image_size}")
     builder = _original if kind == "original" else _improved

@@ -25,14 +25,12 @@ from sprint2.augment import augment_params
 from sprint2.decode import Detections, decode
 from sprint2.detector import STRIDE, build_detector, build_targets, detection_loss
 from sprint2.metrics import pr_curves, single_box_detections, voc_ap
-from sprint2.model import HuberGIoULoss, build_model, tensor_iou
+from sprint2.model import KINDS, SINGLE_BOX_KINDS, HuberGIoULoss, build_model, tensor_iou
 from sprint2.modelcard import ModelCard
 from sprint2.pipeline import detection_dataset, make_dataset, make_targets, padded_flags, padded_targets
 
 logger = logging.getLogger(__name__)
 
-SINGLE_BOX_KINDS: tuple[str, ...] = ("original", "improved")
-KINDS: tuple[str, ...] = ("detector", *SINGLE_BOX_KINDS)
 PRECISIONS: tuple[str, ...] = ("auto", "float32", "mixed_bfloat16", "mixed_float16")
 CALIBRATION_PIXELS = 256 * 64 * 64  # batch-norm calibration sample: 256 images of 64x64, fewer when larger
 EVAL_BATCH = 32

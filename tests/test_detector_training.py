@@ -294,6 +294,9 @@ def test_detector_is_the_default_model() -> None:
     assert inspect.signature(run_training).parameters["model"].default == "detector"
     assert _parser().parse_args(["train", "data"]).model == "detector"
     assert _parser().parse_args(["train", "data", "--size", "64,96"]).size == (64, 96)
+    from sprint2.model import KINDS, build_model
+
+    assert "detector" in KINDS and build_model("detector", 3, HW).output_shape == (None, 16, 24, 7)
 
 
 @pytest.fixture(scope="module")

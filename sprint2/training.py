@@ -140,6 +140,9 @@ class TrainConfig:
     time_budget_s: float | None = None
     width: float = 1.0  # the detector's channel multiplier
     max_boxes: int | None = None  # boxes per image the detector trains on (None: the most any image has)
+    # Early stopping waits until this share of the planned epochs is done: under cosine decay the
+    # validation score of a long schedule keeps rising late, and small validation folds are noisy.
+    min_epochs_share: float = 0.0
 
 
 @dataclass
@@ -178,6 +181,7 @@ class Recipe:
     warmup_epochs: int
     val_fraction: float
     patience: int
+    min_epochs_share: float = 0.0  # see TrainConfig.min_epochs_share
 
 
 #: The detector's augmentation: every box moves with the pixels, so zooms and shifts stay moderate
@@ -194,7 +198,13 @@ RECIPES: dict[str, Recipe] = {
     "small-photos": Recipe(augmentation="strong", warmup_epochs=3, val_fraction=0.0, patience=8),
     # The multi-object detector: the dataset's own val split (else 15% held out) picks the epoch by
     # mAP@0.5; warm-up, epochs, batch and input size come from sprint2.schedule.detector_schedule.
-    "detector": Recipe(augmentation=DETECTOR_AUGMENTATION, warmup_epochs=0, val_fraction=0.15, patience=15),
+    "detector": Recipe(
+        augmentation=DETECTOR_AUGMENTATION,
+        warmup_epochs=0,
+        val_fraction=0.15,
+        patience=15,
+        min_epochs_share=0.5,
+    ),
 }
 
 
@@ -589,8 +599,9 @@ class _Run:
             write_history(self.write_dir / "history.csv", self.history, self.fields)
 
     def early_stop(self, epoch: int) -> bool:
-        """True once the monitored value has not improved for `patience` epochs."""
-        if self.wait < self.config.patience:
+        """True once the monitored value has not improved for `patience` epochs, after the first
+        min_epochs_share of the planned epochs."""
+        if self.wait < self.config.patience or epoch < self.config.min_epochs_share * self.epochs:
             return False
         logger.info(
             "early stop after epoch %d: %s has not improved for %d epochs (best %d)",
@@ -707,6 +718,7 @@ def _config(
         "augment": model in ("improved", "detector"),
         "augmentation": recipe.augmentation,
         "warmup_epochs": recipe.warmup_epochs,
+        "min_epochs_share": recipe.min_epochs_share,
     }
     if schedule is not None:
         chosen.update(

@@ -231,3 +231,12 @@ def test_history_round_trip_leaves_empty_cells_out(tmp_path: Path) -> None:
     assert back == rows and isinstance(back[0]["epoch"], int)
     assert read_history(tmp_path / "h" / "history.csv", up_to=1) == rows[:1]
     assert read_history(tmp_path / "missing.csv") == []
+
+
+def test_early_stopping_waits_for_the_recipes_share_of_the_planned_epochs() -> None:
+    data, val = toy_dataset(16), toy_dataset(8, seed=1)
+    eager = train(data, val, _config(None, epochs=4, patience=0))
+    patient = train(data, val, _config(None, epochs=4, patience=0, min_epochs_share=0.5))
+    assert [r["epoch"] for r in eager.history] == [1] and eager.stopped_early
+    assert [r["epoch"] for r in patient.history] == [1, 2] and patient.stopped_early
+    assert RECIPES["detector"].min_epochs_share == 0.5 and RECIPES["synthetic"].min_epochs_share == 0.0

@@ -221,9 +221,12 @@ print(json.dumps({"replicas": [two.replicas, one.replicas],
 
 
 def test_schedule_input_size_follows_aspect_and_small_objects() -> None:
-    # BCCD-like: 640 x 480 images, small objects ~39 px: scaled so they get MIN_OBJECT_PX (12) pixels.
+    # BCCD-like: 640 x 480 images, small objects ~39 px: scaled so they get MIN_OBJECT_PX (20) pixels,
+    # which the pixel cap trims to 256 x 320.
     bccd = DataStats(images=292, objects=3941, image_hw=(480.0, 640.0), small_side=39.0)
-    assert detector_input_hw(bccd) == (160, 224)
+    assert detector_input_hw(bccd) == (256, 320)
+    # Objects that need less: 12 px objects would ask for 160 x 224.
+    assert detector_input_hw(DataStats(292, 3941, (480.0, 640.0), 65.0)) == (160, 224)
     # Tiny objects in large photos: the pixel cap wins, the aspect stays, multiples of 32.
     h, w = detector_input_hw(DataStats(100, 500, (1080.0, 1920.0), 8.0))
     assert h * w <= sched.MAX_PIXELS and h % 32 == 0 and w % 32 == 0 and w > h
@@ -245,7 +248,7 @@ def test_schedule_epochs_learning_rate_and_warmup_follow_the_data() -> None:
     assert few.learning_rate == pytest.approx(2e-3 * np.sqrt(5 / 16)) and few.warmup_epochs == 4
     many = detector_schedule(DataStats(20_000, 200_000, (480.0, 640.0), 39.0), replicas=2)
     assert many.epochs == sched.MIN_EPOCHS and many.batch_size == 8  # global 16 over 2 replicas
-    assert many.as_dict()["input_hw"] == [160, 224]
+    assert many.as_dict()["input_hw"] == [256, 320]
 
 
 def test_epochs_within_budget() -> None:

@@ -10,8 +10,9 @@ import json
 import logging
 import os
 import sys
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from sprint2.errors import DataError, StrategyError
 
@@ -211,9 +212,11 @@ def _inspect(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(summary, indent=2))
     else:
-        print(f"{args.data_dir}: {summary['images']} images, {summary['objects']} objects, "
-              f"{len(summary['classes'])} classes, {len(summary['failed'])} failed, "
-              f"{len(summary['dropped_boxes'])} boxes dropped")
+        print(
+            f"{args.data_dir}: {summary['images']} images, {summary['objects']} objects, "
+            f"{len(summary['classes'])} classes, {len(summary['failed'])} failed, "
+            f"{len(summary['dropped_boxes'])} boxes dropped"
+        )
         _table([{"class": k, "objects": v} for k, v in summary["classes"].items()])
         for failure in summary["failed"]:
             print(f"FAILED {failure['path']}: {failure['error']}")

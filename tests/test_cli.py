@@ -96,18 +96,47 @@ def test_bench_loading_json(small: Path, capsys) -> None:
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, "-m", "sprint2", *args], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "sprint2", *args],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, **(env or {})},
+    )
 
 
 def test_train_then_quantize_json(small: Path, tmp_path: Path) -> None:
-    run = _cli("train", str(small), "--model", "improved", "--epochs", "1", "--size", "32", "--batch", "8",
-               "--out", str(tmp_path / "run"),
-               "--val-fraction", "0.25", "--weight-decay", "0.01", "--json")
+    run = _cli(
+        "train",
+        str(small),
+        "--model",
+        "improved",
+        "--epochs",
+        "1",
+        "--size",
+        "32",
+        "--batch",
+        "8",
+        "--out",
+        str(tmp_path / "run"),
+        "--val-fraction",
+        "0.25",
+        "--weight-decay",
+        "0.01",
+        "--json",
+    )
     assert run.returncode == 0, run.stderr[-2000:]
     trained = json.loads(run.stdout)
-    assert {"strategy", "replicas", "epochs", "train_images", "test_images", "images_per_s", "test",
-            "baseline"} <= set(trained)
+    assert {
+        "strategy",
+        "replicas",
+        "epochs",
+        "train_images",
+        "test_images",
+        "images_per_s",
+        "test",
+        "baseline",
+    } <= set(trained)
     assert trained["test_images"] == 8 and trained["replicas"] == 1
     assert (trained["val_images"], trained["train_images"]) == (6, 18)  # a quarter of the 24 held out
     for section in ("test", "baseline"):
@@ -127,8 +156,23 @@ def test_train_then_quantize_json(small: Path, tmp_path: Path) -> None:
 
 def test_strategy_errors_are_reported_without_a_traceback(small: Path, tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k != "TF_CONFIG"}
-    run = subprocess.run([sys.executable, "-m", "sprint2", "train", str(small), "--strategy", "multiworker",
-                          "--out", str(tmp_path / "mw")], capture_output=True, text=True, timeout=300, env=env)
+    run = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "sprint2",
+            "train",
+            str(small),
+            "--strategy",
+            "multiworker",
+            "--out",
+            str(tmp_path / "mw"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=300,
+        env=env,
+    )
     assert run.returncode == 1
     assert "sprint2: error:" in run.stderr and "TF_CONFIG" in run.stderr
     assert "Traceback" not in run.stderr

@@ -10,11 +10,15 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from sprint2.images import Resize, box_iou, untransform_boxes
+if TYPE_CHECKING:
+    from sprint2.images import Resize
+
+# sprint2.images (OpenCV) is imported inside the functions that need it, so that importing this module,
+# and `sprint2.metrics` with it, for the Detections type stays NumPy only.
 
 STRIDE = 4
 HEAD_NAMES: tuple[str, ...] = ("heatmap", "size", "offset")
@@ -88,6 +92,8 @@ def nms(boxes: np.ndarray, scores: np.ndarray, labels: np.ndarray, iou_threshold
 
     A box is dropped when its IoU with a kept box of the same label exceeds iou_threshold.
     """
+    from sprint2.images import box_iou
+
     order = np.lexsort((np.arange(len(scores)), -np.asarray(scores)))
     keep: list[int] = []
     suppressed = np.zeros(len(scores), bool)
@@ -151,6 +157,8 @@ def decode(
     clipped to the image (`image_size` (width, height) when given, see _image_extent) and boxes left
     without area are dropped. Each result is sorted by score, best first.
     """
+    from sprint2.images import Resize, untransform_boxes
+
     heat, size, offset = split_outputs(outputs, num_classes)
     if top_k < 1:
         raise ValueError(f"decode: top_k must be >= 1, got {top_k}")

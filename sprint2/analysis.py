@@ -590,3 +590,143 @@ def confusion_summary(confusion: np.ndarray) -> Row:
         "missed": int(counts[:-1, -1].sum()),
         "false_detections": int(counts[-1, :-1].sum()),
     }
+
+
+# ------------------------------------------------------------------------------ timing, per model
+def bench_model_rows(result: Mapping[str, Any]) -> list[Row]:
+    """One row per model of a bench_training result: input, batch, precision, parameters, GFLOP per
+    training image, achieved GFLOP/s without a strategy against the matmul peak of its dtype, the
+    mirrored x1 overhead, the no-strategy images/s, the largest spread of any of its settings and what
+    the input pipeline alone delivers."""
+    rows = []
+    for name, model in result["models"].items():
+        ceiling = model["cpu_ceiling"]
+        mine = [r for r in result["rows"] if r["model"] == name]
+        rows.append(
+            {
+                "model": name,
+                "input": "x".join(str(v) for v in model["input_hw"]),
+                "batch": model["batch_per_replica"],
+                "precision": model["precision"],
+                "parameters": model["parameters"],
+                "images_per_s": mine[0]["images_per_s"],  # the no-strategy row
+                "largest_spread": max(r["spread"] for r in mine),
+                "train_gflop_per_image": ceiling["train_gflop_per_image"],
+                "achieved_gflops": ceiling["achieved_gflops"],
+                "peak_dtype": ceiling["peak_dtype"],
+                "matmul_gflops": ceiling["matmul_gflops"],
+                "fraction_of_peak": ceiling["fraction_of_matmul"],
+                "strategy_overhead": model["strategy_overhead"],
+                "input_pipeline_images_per_s": ceiling["input_pipeline_images_per_s"],
+            }
+        )
+    return rows
+
+
+def values_by_model(rows: Sequence[Mapping[str, Any]], key: str) -> dict[str, dict[str, float]]:
+    """{model: {setting label: row[key]}} over bench_training rows, the shape viz.plot_grouped_bars takes."""
+    out: dict[str, dict[str, float]] = {}
+    for row in rows:
+        out.setdefault(str(row["model"]), {})[setting_label(row)] = row[key]
+    return out
+
+
+def flops_by_model(result: Mapping[str, Any]) -> dict[str, dict[str, float]]:
+    """{model: {"training, no strategy": achieved GFLOP/s, "matmul peak (dtype)": GFLOP/s}} of a
+    bench_training result, each model against the peak of the dtype it computes in."""
+    out = {}
+    for name, model in result["models"].items():
+        ceiling = model["cpu_ceiling"]
+        out[name] = {
+            "training, no strategy": ceiling["achieved_gflops"],
+            f"matmul peak ({ceiling['peak_dtype']})": ceiling["matmul_gflops"],
+        }
+    return out
+
+
+def projection_rows_by_model(result: Mapping[str, Any], gpus: Sequence[int] = (1, 2, 4, 8)) -> list[Row]:
+    """projection_rows of every model of a bench_training result, each row with its model's name."""
+    return [
+        {"model": name, **row}
+        for name, model in result["models"].items()
+        for row in projection_rows(model["projection"], gpus)
+    ]
+
+
+def allreduce_share_by_model(result: Mapping[str, Any], gpus: int = 8) -> list[Row]:
+    """allreduce_share of every model of a bench_training result, with its model's name and gradient MB."""
+    return [
+        {"model": name, "gradient_mb": model["projection"]["grad_bytes"] / 1e6, **row}
+        for name, model in result["models"].items()
+        for row in allreduce_share(model["projection"], gpus)
+    ]
+
+
+def bench_figures(result: Mapping[str, Any]) -> dict[str, Any]:
+    """The key figures of a bench_training result for the report index, keyed by model (and setting)."""
+    models = result["models"]
+    mirrored = [r for r in result["rows"] if r["device"] == "cpu" and "mirrored" in r["setting"]]
+    return {
+        "no_strategy_images_per_s": {n: r["images_per_s"] for n, r in _no_strategy(result).items()},
+        "mirrored_images_per_s": {f"{r['model']} x{r['replicas']}": r["images_per_s"] for r in mirrored},
+        "mirrored_efficiency": {f"{r['model']} x{r['replicas']}": r["efficiency"] for r in mirrored},
+        "strategy_overhead": {n: m["strategy_overhead"] for n, m in models.items()},
+        "largest_spread": {n: max(r["spread"] for r in result["rows"] if r["model"] == n) for n in models},
+        "train_gflop_per_image": {n: m["cpu_ceiling"]["train_gflop_per_image"] for n, m in models.items()},
+        "achieved_gflops": {n: m["cpu_ceiling"]["achieved_gflops"] for n, m in models.items()},
+        "fraction_of_peak": {n: m["cpu_ceiling"]["fraction_of_matmul"] for n, m in models.items()},
+        "matmul_gflops": dict(result["matmul_gflops"]),
+        "input_pipeline_images_per_s": {
+            n: m["cpu_ceiling"]["input_pipeline_images_per_s"] for n, m in models.items()
+        },
+        "projected_speedup_8_gpus": {
+            f"{n} {r['link']}": r["speedup"]
+            for n, m in models.items()
+            for r in m["projection"]["rows"]
+            if r["gpus"] == 8
+        },
+        "gpus": result["gpus"],
+        "skipped": [s["setting"] for s in result["skipped"]],
+    }
+
+
+def _no_strategy(result: Mapping[str, Any]) -> dict[str, Mapping[str, Any]]:
+    return {r["model"]: r for r in result["rows"] if r["setting"].startswith("no strategy")}
+
+
+def primary_model(result: Mapping[str, Any]) -> str:
+    """The model a bench_training result is read for first: the detector when it ran, else the first."""
+    names = list(result["models"])
+    if not names:
+        raise ValueError("the result holds no model")
+    return "detector" if "detector" in names else names[0]
+
+
+# ----------------------------------------------------------------------------- scale-out, any model
+#: The test scores a worker's row shows, by model kind: the detector's detection metrics, or the
+#: single-box models' accuracy and IoU.
+WORKER_SCORES: dict[str, tuple[str, ...]] = {
+    "detector": ("map50", "map50_95"),
+    "single-box": ("accuracy", "mean_iou", "map50"),
+}
+
+
+def worker_score_rows(metrics: Sequence[Mapping[str, Any]]) -> list[Row]:
+    """One row per multi-worker training process from its --json metrics: chief, replicas, the epochs
+    it trained (from start_epoch, > 1 after a resume) and its test scores (WORKER_SCORES of its kind)."""
+    rows = []
+    for i, m in enumerate(metrics):
+        kind = "detector" if m.get("model") == "detector" else "single-box"
+        test = m.get("test", {})
+        rows.append(
+            {
+                "worker": i,
+                "model": m.get("model"),
+                "chief": m.get("strategy_info", {}).get("is_chief"),
+                "replicas": m.get("replicas"),
+                "epochs": f"{m['start_epoch']}..{m['epochs']}" if "epochs" in m else None,
+                **{f"test {k}": test.get(k) for k in WORKER_SCORES[kind]},
+                "train seconds": m.get("train_seconds"),
+            }
+        )
+    return rows

@@ -1,21 +1,36 @@
-"""The training benchmark: one model with no strategy, under MirroredStrategy on N logical CPUs and on GPUs.
+"""The training benchmark: each model with no strategy, under MirroredStrategy on N logical CPUs and on GPUs.
 
-Beside the timings it measures the CPU's matmul ceiling and projects data-parallel training to 8 GPUs.
-How it is kept fair and what its numbers mean:
-- One process, dataset, model kind and seed for every setting; each setting builds a fresh model under
-  its own strategy's scope (sprint2.training.train does that).
-- Round-robin: every setting is trained ``rounds`` times in turn and keeps its fastest round, so a
-  neighbour's burst of work on a shared machine does not decide the comparison.
+Every model named (by default the single-box "improved" model, the kind the original sprint timed,
+and the "detector" that `sprint2 train` trains) runs under every setting on the same data, in one
+process. Beside the timings it measures the CPU's matmul peak, each model's FLOPs per image and
+achieved FLOP/s, and projects data-parallel training to 8 GPUs. How it is kept fair and what its
+numbers mean:
+- A setting is one model under one strategy: a fresh model built under that strategy's scope, with
+  the optimizer and the compiled `strategy.run` step of `sprint2.training` (the loop `sprint2 train`
+  runs) and the model's own tf.data pipeline (augmentation, detector targets).
+- Its first epoch traces and compiles the step: reported apart (``first_epoch_s``).
+- Rounds: every setting is built once; in each of ``rounds`` rounds every setting in turn (forward in
+  even rounds, backward in odd ones: `round_order`) streams its training data as repeated epochs,
+  takes WARMUP_STEPS untimed steps, then times steps until at least ``min_seconds`` have passed. A
+  round's rate is its images over those seconds; ``images_per_s`` is the median over rounds and
+  ``spread`` = (max - min) / median of the round rates. Taking turns puts every setting through the
+  same spells of a shared machine's load.
+- ``epoch_start_s``: the time from a new (distributed) iterator to its first batch, which every epoch
+  pays once; ``epoch_s`` = that + steps per epoch x the steady step time.
 - Weak scaling: the batch is per replica, so N replicas process N x batch images per step.
-- Epoch 1 traces and compiles the step function: it is reported apart (``first_epoch_s``); the steady
-  state (``images_per_s``, ``epoch_s``) is the mean over epochs 2..E.
-- speedup = images_per_s / that of the one-device reference of the same kind: the no-strategy row for
-  CPU rows (so MirroredStrategy rows carry the strategy's own cost), the one-GPU row for GPU rows;
-  efficiency = speedup / replicas; ``vs_cpu`` compares every row with the no-strategy CPU row.
-- Peak memory is this process's RSS sampled every 20 ms while a setting runs; RSS is process-wide, so
-  ``start_rss_mb`` shows the level a setting started from.
-- The 1-minute load average before and after is recorded, and ``best_images_per_s`` (the fastest
-  steady epoch) sits beside the mean as a figure less prone to noise.
+- speedup = images_per_s / that of the one-device reference of the same model and kind: the
+  no-strategy row for CPU rows (so MirroredStrategy rows carry the strategy's own cost), the one-GPU
+  row for GPU rows; efficiency = speedup / replicas; ``vs_cpu`` compares a row with the no-strategy
+  CPU row of its model.
+- strategy_overhead: the median over rounds of (no-strategy rate / mirrored x1 rate - 1) within each
+  round, where the two ran back to back; a spell of other work that slows one round moves both
+  rates of that round, not their ratio. ``strategy_overhead_of_medians`` compares the medians.
+- FLOPs: Conv and Dense multiply-adds x 2 from layer shapes (`sprint2.model.model_flops`), training
+  = 3 x forward; achieved GFLOP/s = that x images/s, against the matmul peak of the dtype the model
+  computes in (bfloat16 under mixed_bfloat16, else float32).
+- Peak memory is this process's RSS sampled every 20 ms while a setting builds and trains; RSS is
+  process-wide and every setting stays alive until the end, so ``start_rss_mb`` shows the level a
+  setting started from.
 """
 
 from __future__ import annotations
@@ -25,7 +40,8 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -36,10 +52,17 @@ logger = logging.getLogger(__name__)
 GPU_CPU_RATIO_ORIGINAL = 12 * 60 / 47  # the original sprint: 12 min on CPU vs 47 s on GPU, 10 epochs each
 LINKS_GBPS: dict[str, float] = {"PCIe 4.0 x16": 25.0, "NVLink 3": 300.0}  # assumed effective all-reduce GB/s
 MATMUL_N = 2048
+#: The single-box model first: it is the kind the original sprint timed; the detector is what users train.
+DEFAULT_MODELS: tuple[str, ...] = ("improved", "detector")
+MODELS: tuple[str, ...] = ("detector", "improved", "original")
+DEFAULT_MIN_SECONDS = 3.0
+DEFAULT_ROUNDS = 5
+WARMUP_STEPS = 1  # untimed steps of each round after its first batch
 _SPEEDUP_DEFINITION = (
-    "images_per_s / images_per_s of the no-strategy CPU row (GPU rows: of the one-GPU row); "
+    "images_per_s / images_per_s of the same model's no-strategy CPU row (GPU rows: of its one-GPU row); "
     "efficiency = speedup / replicas"
 )
+_MIXED_DTYPES = {"mixed_bfloat16": "bfloat16", "mixed_float16": "float16"}
 
 _Setting = tuple[str, str, Callable[[], Any]]  # (setting name, device kind, strategy factory)
 
@@ -77,13 +100,13 @@ class _PeakRss:
         self.peak_mb = max(self.peak_mb, self._rss_mb())
 
 
-def matmul_gflops(n: int = MATMUL_N, repeats: int = 10) -> float:
-    """This CPU's float32 ceiling: GFLOP/s of an n x n tf.linalg.matmul (2 n^3 FLOPs), best of ``repeats``."""
+def matmul_gflops(n: int = MATMUL_N, repeats: int = 10, dtype: str = "float32") -> float:
+    """The CPU ceiling: GFLOP/s of an n x n tf.linalg.matmul (2 n^3 FLOPs) in `dtype`, best of ``repeats``."""
     import tensorflow as tf
 
     with tf.device("/CPU:0"):
-        a = tf.random.stateless_normal((n, n), seed=(1, 2))
-        b = tf.random.stateless_normal((n, n), seed=(3, 4))
+        a = tf.cast(tf.random.stateless_normal((n, n), seed=(1, 2)), dtype)
+        b = tf.cast(tf.random.stateless_normal((n, n), seed=(3, 4)), dtype)
         for _ in range(2):  # warm-up: thread pool start, kernel selection, page faults
             tf.linalg.matmul(a, b).numpy()
         best = float("inf")
@@ -129,19 +152,97 @@ def project_multi_gpu(
     return rows
 
 
-def _input_pipeline_images_per_s(
-    images: np.ndarray, labels: np.ndarray, boxes: np.ndarray, batch: int, augment_data: bool
-) -> float:
-    """images/s the host's tf.data pipeline (shuffle, batch, augment) delivers with no model behind it."""
-    from sprint2.pipeline import make_dataset
+def spread(values: Sequence[float]) -> float:
+    """(max - min) / median of the values: how far apart repeated measurements of one thing landed."""
+    arr = np.asarray(values, np.float64)
+    median = float(np.median(arr))
+    return float((arr.max() - arr.min()) / median) if median > 0 else 0.0
 
-    rate = 0.0
-    for epoch in (1, 2):  # epoch 1 warms the map function's tracing; epoch 2 is timed
-        ds = make_dataset(images, labels, boxes, batch, seed=0, epoch=epoch, augment_data=augment_data)
-        start = time.perf_counter()
-        n = sum(int(x.shape[0]) for x, _, _ in ds)
-        rate = n / (time.perf_counter() - start)
-    return rate
+
+def round_order(count: int, round_no: int) -> list[int]:
+    """The order the settings take turns in during round ``round_no``: forward in even rounds, backward
+    in odd ones. Neighbours stay neighbours in every round (no strategy beside mirrored x1), and over a
+    pair of rounds every setting is as often early as late, so steady drift of the machine's load
+    cancels out."""
+    order = list(range(count))
+    return order if round_no % 2 == 0 else order[::-1]
+
+
+@dataclass(frozen=True)
+class ModelSpec:
+    """One benchmarked model: its kind, network input (height, width), batch per replica and precision."""
+
+    name: str
+    input_hw: tuple[int, int]
+    batch: int
+    precision: str = "float32"  # what its CPU settings ask for; GPU settings ask for "auto"
+
+    @property
+    def load_size(self) -> int | tuple[int, int]:
+        """The loader's size: a side for a square input, else (height, width)."""
+        h, w = self.input_hw
+        return h if h == w else (h, w)
+
+
+def model_specs(
+    data_dir: Path | str,
+    models: Sequence[str],
+    *,
+    size: int,
+    batch: int,
+    detector_size: int | Sequence[int] | None,
+    detector_batch: int | None,
+    precision: str,
+    seed: int,
+) -> list[ModelSpec]:
+    """What each model trains on: the single-box models at size x size and `batch`; the detector at
+    `detector_size` and `detector_batch`, each taken from its schedule for this data when None (what
+    `sprint2 train` would use on one device). Light: reads annotations, not images."""
+    specs = []
+    for name in models:
+        if name not in MODELS:
+            raise ValueError(f"unknown model {name!r}; choose from {', '.join(MODELS)}")
+        if name != "detector":
+            specs.append(ModelSpec(name, (int(size), int(size)), int(batch)))
+            continue
+        hw, per_replica = (0, 0), 0
+        if detector_size is None or detector_batch is None:
+            hw, per_replica = _detector_defaults(data_dir, seed)
+        if detector_size is not None:
+            hw = _pair(detector_size)
+        if hw[0] % 32 or hw[1] % 32 or min(hw) <= 0:
+            raise ValueError(f"the detector's input must be positive multiples of 32, got {hw}")
+        specs.append(ModelSpec(name, hw, int(detector_batch or per_replica), _cpu_precision(precision)))
+    if len({s.name for s in specs}) != len(specs):
+        raise ValueError(f"each model once, got {list(models)}")
+    return specs
+
+
+def _pair(value: int | Sequence[int]) -> tuple[int, int]:
+    if isinstance(value, (int, np.integer)):
+        return int(value), int(value)
+    h, w = (int(v) for v in value)
+    return h, w
+
+
+def _detector_defaults(data_dir: Path | str, seed: int) -> tuple[tuple[int, int], int]:
+    """The detector schedule's (input_hw, batch per replica) for one replica on this data."""
+    from sprint2.experiment import train_samples
+    from sprint2.schedule import DataStats, detector_schedule
+
+    schedule = detector_schedule(DataStats.from_samples(train_samples(Path(data_dir), seed)), replicas=1)
+    return schedule.input_hw, schedule.batch_size
+
+
+def _cpu_precision(precision: str) -> str:
+    """The detector's policy on a CPU setting: "auto" resolves as it would on a machine without GPUs."""
+    from sprint2.tasks import PRECISIONS, cpu_supports_bf16
+
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    if precision != "auto":
+        return precision
+    return "mixed_bfloat16" if cpu_supports_bf16() else "float32"
 
 
 def _settings(replicas: list[int], gpus: int) -> tuple[list[_Setting], list[dict[str, str]]]:
@@ -166,68 +267,142 @@ def _settings(replicas: list[int], gpus: int) -> tuple[list[_Setting], list[dict
     return settings, skipped
 
 
-def _run_row(name: str, kind: str, result: Any, batch: int, rss: _PeakRss) -> dict[str, Any]:
-    """One setting's numbers from one TrainResult: steady state = epochs 2..E, first epoch apart."""
-    return {
-        "setting": name,
-        "device": kind,
-        "replicas": int(result.replicas),
-        "images_per_s": float(result.images_per_s),
-        "first_epoch_s": float(result.first_epoch_s),
-        "epoch_s": float(np.mean(result.epoch_seconds[1:])),
-        "speedup": 0.0,
-        "efficiency": 0.0,
-        "global_batch": batch * int(result.replicas),
-        "epoch_seconds": [float(s) for s in result.epoch_seconds],
-        "best_images_per_s": max(float(h["images_per_s"]) for h in result.history[1:]),
-        "peak_rss_mb": round(rss.peak_mb, 1),
-        "start_rss_mb": round(rss.start_mb, 1),
-    }
+class _Unit:
+    """One model under one strategy: built and traced once, then timed for a few seconds per round."""
+
+    def __init__(self, spec: ModelSpec, setting: str, kind: str, strategy: Any, pin: bool) -> None:
+        self.spec, self.setting, self.kind, self.strategy = spec, setting, kind, strategy
+        # With a GPU present the default strategy would use it; the no-strategy row stays on the CPU.
+        self._pin = pin
+        self.run: Any = None
+        self.epoch = 0
+        self.first_epoch_s = 0.0
+        self.rounds: list[dict[str, Any]] = []
+        self.start_rss_mb = self.peak_rss_mb = 0.0
+
+    def _device(self) -> Any:
+        import tensorflow as tf
+
+        return tf.device("/CPU:0") if self._pin else contextlib.nullcontext()
+
+    def build(self, train_ds: Any, seed: int) -> None:
+        """Builds the model under the strategy's scope and trains the first (tracing) epoch."""
+        import tensorflow as tf
+
+        from sprint2.distribute import StrategyInfo
+        from sprint2.tasks import make_task
+        from sprint2.training import RECIPES, TrainConfig, _Run, choose_recipe
+
+        spec = self.spec
+        strategy = self.strategy if self.strategy is not None else tf.distribute.get_strategy()
+        recipe = RECIPES[choose_recipe(len(train_ds), spec.name)]
+        config = TrainConfig(
+            model=spec.name,  # type: ignore[arg-type]
+            epochs=1_000_000,  # the benchmark decides when to stop; this only sizes the LR schedule
+            batch_size=spec.batch,
+            seed=seed,
+            augment=spec.name in ("improved", "detector"),  # as run_training does
+            augmentation=recipe.augmentation,
+            precision=spec.precision if self.kind == "cpu" else "auto",
+            out_dir=None,
+            resume=False,
+        )
+        replicas = int(strategy.num_replicas_in_sync)
+        info = StrategyInfo(kind="bench", replicas=replicas, reason=self.setting)
+        with _PeakRss() as rss, self._device():
+            task = make_task(config, train_ds.class_names)
+            self.run = _Run(config, strategy, info, task, task.prepare(train_ds, None, replicas))
+            self.epoch = self.run.restore()
+            self.first_epoch_s = float(self._epoch()["seconds"])
+        self.start_rss_mb, self.peak_rss_mb = rss.start_mb, rss.peak_mb
+
+    def _epoch(self) -> dict[str, Any]:
+        values = self.run.one_epoch(self.epoch)
+        self.epoch += 1
+        return values
+
+    def _step(self, batch: Any) -> float:
+        """One training step as the loop runs it (its summed statistics read back); the images it saw."""
+        out = self.run.loop.train_step(batch)
+        return {k: float(v) for k, v in out.items()}["count"]
+
+    def measure(self, min_seconds: float, warmup_steps: int = WARMUP_STEPS) -> dict[str, Any]:
+        """One round: the training data repeated as one stream of epochs; the time to its first batch
+        (what every epoch pays to start its input), warmup_steps untimed steps, then steps timed until
+        at least min_seconds have passed. Returns the round's images/s, steps, seconds and start_s."""
+        run = self.run
+        with _PeakRss() as rss, self._device():
+            stream = run.task.dataset(run.data, self.epoch, False).repeat()
+            self.epoch += 1
+            dist = run.strategy.experimental_distribute_dataset(stream)
+            start = time.perf_counter()
+            batches = iter(dist)
+            batch = next(batches)
+            start_s = time.perf_counter() - start
+            self._step(batch)
+            for _ in range(warmup_steps - 1):
+                self._step(next(batches))
+            images, steps = 0.0, 0
+            start = time.perf_counter()
+            while steps == 0 or time.perf_counter() - start < min_seconds:
+                images += self._step(next(batches))
+                steps += 1
+            seconds = time.perf_counter() - start
+            del batches
+        self.peak_rss_mb = max(self.peak_rss_mb, rss.peak_mb)
+        result = {"images_per_s": images / seconds, "seconds": seconds, "steps": steps, "start_s": start_s}
+        self.rounds.append(result)
+        return result
+
+    def row(self) -> dict[str, Any]:
+        """The setting's numbers over its rounds (module docstring)."""
+        rates = [r["images_per_s"] for r in self.rounds]
+        data = self.run.data
+        step_s = float(np.median([r["seconds"] / r["steps"] for r in self.rounds]))
+        start_s = float(np.median([r["start_s"] for r in self.rounds]))
+        return {
+            "model": self.spec.name,
+            "setting": self.setting,
+            "device": self.kind,
+            "replicas": int(self.run.strategy.num_replicas_in_sync),
+            "precision": self.run.task.policy,
+            "input_hw": list(self.spec.input_hw),
+            "images_per_s": float(np.median(rates)),
+            "spread": spread(rates),
+            "round_images_per_s": rates,
+            "round_seconds": [r["seconds"] for r in self.rounds],
+            "round_steps": [r["steps"] for r in self.rounds],
+            "first_epoch_s": self.first_epoch_s,
+            "step_s": step_s,
+            "epoch_start_s": start_s,
+            "epoch_s": start_s + step_s * int(data.steps),
+            "steps_per_epoch": int(data.steps),
+            "speedup": 0.0,
+            "efficiency": 0.0,
+            "global_batch": int(data.global_batch),
+            "peak_rss_mb": round(self.peak_rss_mb, 1),
+            "start_rss_mb": round(self.start_rss_mb, 1),
+        }
 
 
-def _train_round_robin(
-    train_ds: Any, config: Any, strategies: list[tuple[str, str, Any]], gpus: int, rounds: int
-) -> dict[str, list[dict[str, Any]]]:
-    """Every setting trained ``rounds`` times in turn: {setting: one row per round}."""
-    import gc
-
-    import keras
-    import tensorflow as tf
-
-    from sprint2.training import train
-
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in strategies}
-    for round_no in range(rounds):
-        for name, kind, strategy in strategies:
-            # With a GPU present the default strategy would use it; the no-strategy row stays on the CPU.
-            pin = tf.device("/CPU:0") if strategy is None and gpus else contextlib.nullcontext()
-            with _PeakRss() as rss, pin:
-                result = train(train_ds, None, config, strategy)
-            row = _run_row(name, kind, result, config.batch_size, rss)
-            runs[name].append(row)
-            logger.info(
-                "round %d, %s: %.1f images/s, first epoch %.2f s, steady epoch %.2f s",
-                round_no + 1,
-                name,
-                row["images_per_s"],
-                row["first_epoch_s"],
-                row["epoch_s"],
-            )
-            del result
-            keras.backend.clear_session()
-            gc.collect()
-    return runs
+def _train_round(units: list[_Unit], round_no: int, min_seconds: float) -> None:
+    """One round: every setting in turn (the first one rotating per round) trains min_seconds."""
+    for i in round_order(len(units), round_no):
+        unit = units[i]
+        got = unit.measure(min_seconds)
+        logger.info(
+            "round %d, %s, %s: %.1f images/s over %d steps (%.1f s)",
+            round_no + 1,
+            unit.spec.name,
+            unit.setting,
+            got["images_per_s"],
+            got["steps"],
+            got["seconds"],
+        )
 
 
-def _fastest_rows(runs: dict[str, list[dict[str, Any]]]) -> list[dict[str, Any]]:
-    """Each setting's fastest round with every round's rate, its speedup and efficiency (module docstring)."""
-    rows = []
-    for attempts in runs.values():
-        row = max(attempts, key=lambda r: r["images_per_s"])
-        row["round_images_per_s"] = [r["images_per_s"] for r in attempts]
-        row["best_images_per_s"] = max(r["best_images_per_s"] for r in attempts)
-        row["peak_rss_mb"] = max(r["peak_rss_mb"] for r in attempts)
-        rows.append(row)
+def _with_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """One model's rows with speedup, efficiency and vs_cpu filled in (the no-strategy row first)."""
     cpu_ref = rows[0]["images_per_s"]
     gpu_ref = _one_gpu_rate(rows)
     for row in rows:
@@ -279,34 +454,139 @@ def _projection(rows: list[dict[str, Any]], batch: int, grads: int) -> dict[str,
     }
 
 
+def _input_pipeline_images_per_s(unit: _Unit) -> float:
+    """images/s the host's tf.data pipeline of the model (shuffle, batch, augment, targets) delivers alone."""
+    run = unit.run
+    rate = 0.0
+    with unit._device():
+        for epoch in (1, 2):  # epoch 1 warms the map function's tracing; epoch 2 is timed
+            ds = run.task.dataset(run.data, epoch, False)
+            start = time.perf_counter()
+            n = sum(int(batch[0].shape[0]) for batch in ds)
+            rate = n / (time.perf_counter() - start)
+    return rate
+
+
+def _peak_dtype(policy: str) -> str:
+    return _MIXED_DTYPES.get(policy, "float32")
+
+
+def _flop_rates(rows: list[dict[str, Any]], train_flops: float, peaks: dict[str, float]) -> None:
+    """Adds achieved GFLOP/s to every row and, on CPU rows, its fraction of the matmul peak of its dtype."""
+    for row in rows:
+        row["achieved_gflops"] = train_flops * row["images_per_s"] / 1e9
+        dtype = _peak_dtype(row["precision"])
+        on_cpu = row["device"] == "cpu" and dtype in peaks
+        row["fraction_of_peak"] = row["achieved_gflops"] / peaks[dtype] if on_cpu else None
+
+
+def _model_summary(
+    spec: ModelSpec, units: list[_Unit], rows: list[dict[str, Any]], peaks: dict[str, float], images: int
+) -> dict[str, Any]:
+    """Per model: FLOPs, achieved FLOP/s against the peak, the strategy's overhead, the projection."""
+    from sprint2.model import gradient_bytes, model_flops
+
+    reference = units[0].run.model  # the no-strategy setting's model
+    flops = model_flops(reference)
+    grads = gradient_bytes(reference)
+    train_flops = 3 * flops["forward_flops"]  # backward ~ 2x forward
+    _flop_rates(rows, train_flops, peaks)
+    base = rows[0]
+    mirrored_1 = next((r for r in rows if r["setting"] == "mirrored x1 (logical CPU)"), None)
+    overhead = paired = of_medians = None
+    if mirrored_1 is not None:
+        pairs = zip(base["round_images_per_s"], mirrored_1["round_images_per_s"])
+        paired = [a / b - 1.0 for a, b in pairs]
+        overhead = float(np.median(paired))
+        of_medians = base["images_per_s"] / mirrored_1["images_per_s"] - 1.0
+    dtype = _peak_dtype(base["precision"])
+    return {
+        "model": spec.name,
+        "input_hw": list(spec.input_hw),
+        "batch_per_replica": spec.batch,
+        "precision": base["precision"],
+        "parameters": int(reference.count_params()),
+        "images": images,
+        "strategy_overhead": overhead,
+        "strategy_overhead_rounds": paired,
+        "strategy_overhead_of_medians": of_medians,
+        "cpu_ceiling": {
+            "peak_dtype": dtype,
+            "matmul_gflops": peaks[dtype],
+            "matmul_n": MATMUL_N,
+            "forward_gflop_per_image": flops["forward_flops"] / 1e9,
+            "train_gflop_per_image": train_flops / 1e9,
+            "achieved_gflops": base["achieved_gflops"],
+            "fraction_of_matmul": base["fraction_of_peak"],
+            "counted": "Conv and Dense multiply-adds x 2 from layer shapes; training = 3 x forward",
+            "input_pipeline_images_per_s": _input_pipeline_images_per_s(units[0]),
+        },
+        "projection": _projection(rows, spec.batch, grads),
+    }
+
+
+def _load(data_dir: Path, specs: list[ModelSpec], seed: int, max_images: int | None) -> dict[tuple, Any]:
+    """The training split once per input size the models need, the first max_images of it when given."""
+    from sprint2.loading import load_splits
+
+    loaded: dict[tuple, Any] = {}
+    for spec in specs:
+        if spec.input_hw in loaded:
+            continue
+        train_ds, _ = load_splits(data_dir, size=spec.load_size, seed=seed, errors="skip", method="thread")
+        if max_images is not None and max_images < len(train_ds):
+            train_ds = train_ds.subset(np.arange(max_images))
+        loaded[spec.input_hw] = train_ds
+    return loaded
+
+
 def bench_training(
     data_dir: Path | str,
     *,
+    models: Sequence[str] = DEFAULT_MODELS,
     replicas: Any = (1, 2, 4),
-    epochs: int = 3,
-    model: str = "improved",
+    min_seconds: float = DEFAULT_MIN_SECONDS,
+    rounds: int = DEFAULT_ROUNDS,
     size: int = 64,
     batch: int = 32,
+    detector_size: int | Sequence[int] | None = None,
+    detector_batch: int | None = None,
+    precision: str = "auto",
     max_images: int | None = None,
     seed: int = 0,
-    rounds: int = 2,
 ) -> dict[str, Any]:
-    """Trains one model on one dataset with no strategy, on each count of logical CPUs and on the GPUs.
+    """Trains each model on one dataset with no strategy, on each count of logical CPUs and on the GPUs.
 
-    Returns rows, skipped, strategy_overhead, cpu_ceiling and projection (see the module docstring for
-    how each is measured). Configures max(replicas) logical CPUs first, so it must run before
-    TensorFlow's runtime starts (a fresh process, as the CLI gives it); otherwise
-    sprint2.distribute's StrategyError says so.
+    size and batch (per replica) are the single-box models'; detector_size and detector_batch the
+    detector's (None: its schedule's for this data); precision is the detector's on CPU settings
+    ("auto": mixed_bfloat16 where the CPU has bf16). Returns rows (one per model and setting),
+    models (per-model FLOPs, ceiling, overhead and projection), matmul_gflops, skipped and the run's
+    conditions; see the module docstring for how each is measured. Configures max(replicas) logical
+    CPUs first, so it must run before TensorFlow's runtime starts (a fresh process, as the CLI gives
+    it); otherwise sprint2.distribute's StrategyError says so.
     """
     replicas = sorted({int(n) for n in replicas})
-    if epochs < 2:
+    if not min_seconds > 0:
         raise ValueError(
-            f"need epochs >= 2 (epoch 1 compiles; the steady state is epochs 2..E), got {epochs}"
+            f"need min_seconds > 0 (steady-state seconds per setting and round), got {min_seconds}"
         )
     if rounds < 1:
         raise ValueError(f"need rounds >= 1, got {rounds}")
     if not replicas or replicas[0] < 1:
         raise ValueError(f"replicas must be positive integers, got {replicas}")
+    if not models:
+        raise ValueError("need at least one model")
+    data_dir = Path(data_dir)
+    specs = model_specs(
+        data_dir,
+        list(models),
+        size=size,
+        batch=batch,
+        detector_size=detector_size,
+        detector_batch=detector_batch,
+        precision=precision,
+        seed=seed,
+    )
     from sprint2.distribute import configure_logical_cpus
 
     configure_logical_cpus(max(replicas))  # before anything else touches TensorFlow's runtime
@@ -315,77 +595,44 @@ def bench_training(
 
     import tensorflow as tf
 
-    from sprint2.loading import load_splits
-    from sprint2.model import build_model, gradient_bytes, model_flops
-    from sprint2.pipeline import make_targets
-    from sprint2.training import TrainConfig
-
-    train_ds, _ = load_splits(Path(data_dir), size=size, seed=seed, errors="skip", method="thread")
-    if max_images is not None and max_images < len(train_ds.boxes):
-        train_ds = train_ds.subset(np.arange(max_images))
-    augment_data = model == "improved"  # as run_training does
-    config = TrainConfig(
-        model=model,  # type: ignore[arg-type]
-        epochs=epochs,
-        batch_size=batch,
-        seed=seed,
-        augment=augment_data,
-        patience=epochs + 1,
-        out_dir=None,
-        resume=False,
-    )
+    loaded = _load(data_dir, specs, seed, max_images)
     gpus = len(tf.config.list_physical_devices("GPU"))
     settings, skipped = _settings(replicas, gpus)
-
     load_before = os.getloadavg()[0]
-    ceiling = matmul_gflops()  # measured before and after the training; the better one is the ceiling
-    strategies = [(name, kind, make()) for name, kind, make in settings]
-    rows = _fastest_rows(_train_round_robin(train_ds, config, strategies, gpus, rounds))
+    dtypes = sorted({"float32"} | {_peak_dtype(s.precision) for s in specs} - {"float16"})
+    peaks = {d: matmul_gflops(dtype=d) for d in dtypes}  # again after the timing; the better one counts
 
-    cpu_ref = rows[0]["images_per_s"]
-    mirrored_1 = next((r for r in rows if r["setting"] == "mirrored x1 (logical CPU)"), None)
-    overhead = cpu_ref / mirrored_1["images_per_s"] - 1.0 if mirrored_1 else None
-    overhead_best = (
-        rows[0]["best_images_per_s"] / mirrored_1["best_images_per_s"] - 1.0 if mirrored_1 else None
-    )
+    units: list[_Unit] = []
+    for spec in specs:
+        for name, kind, make in settings:
+            unit = _Unit(spec, name, kind, make(), pin=kind == "cpu" and bool(gpus))
+            unit.build(loaded[spec.input_hw], seed)
+            logger.info("%s, %s: first epoch %.2f s", spec.name, name, unit.first_epoch_s)
+            units.append(unit)
+    for round_no in range(rounds):
+        _train_round(units, round_no, min_seconds)
+    peaks = {d: max(v, matmul_gflops(dtype=d)) for d, v in peaks.items()}
 
-    reference = build_model(model, len(train_ds.class_names), size)  # type: ignore[arg-type]
-    flops = model_flops(reference)
-    grads = gradient_bytes(reference)
-    train_flops = 3 * flops["forward_flops"]  # backward ~ 2x forward
-    ceiling = max(ceiling, matmul_gflops())
-    images, labels, boxes = make_targets(train_ds, config.target)
-    cpu_ceiling = {
-        "matmul_gflops": ceiling,
-        "matmul_n": MATMUL_N,
-        "forward_gflop_per_image": flops["forward_flops"] / 1e9,
-        "train_gflop_per_image": train_flops / 1e9,
-        "achieved_gflops": train_flops * cpu_ref / 1e9,
-        "fraction_of_matmul": train_flops * cpu_ref / 1e9 / ceiling,
-        "counted": "Conv and Dense multiply-adds x 2 from layer shapes; training = 3 x forward",
-        "input_pipeline_images_per_s": _input_pipeline_images_per_s(
-            images, labels, boxes, batch, augment_data
-        ),
-    }
+    rows: list[dict[str, Any]] = []
+    summaries: dict[str, dict[str, Any]] = {}
+    for spec in specs:
+        mine = [u for u in units if u.spec is spec]
+        model_rows = _with_speedups([u.row() for u in mine])
+        summaries[spec.name] = _model_summary(spec, mine, model_rows, peaks, len(loaded[spec.input_hw]))
+        rows.extend(model_rows)
     return {
         "rows": rows,
+        "models": summaries,
+        "matmul_gflops": peaks,
         "skipped": skipped,
-        "strategy_overhead": overhead,
-        "strategy_overhead_best_epoch": overhead_best,
-        "cpu_ceiling": cpu_ceiling,
         "load_average": {"before": load_before, "after": os.getloadavg()[0]},
-        "projection": _projection(rows, batch, grads),
         "gpus": gpus,
         "cores": os.cpu_count(),
-        "images": int(len(images)),
-        "model": model,
-        "size": size,
-        "batch_per_replica": batch,
-        "epochs": epochs,
-        "seed": seed,
+        "min_seconds": float(min_seconds),
         "rounds": rounds,
-        "parameters": int(reference.count_params()),
+        "seed": seed,
         "speedup_definition": _SPEEDUP_DEFINITION,
+        "spread_definition": "(max - min) / median of a setting's round rates",
         "memory": "peak_rss_mb: psutil RSS of the whole process sampled every 20 ms during the setting",
         "max_rss_mb_process": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
     }

@@ -16,8 +16,6 @@ from typing import Any
 
 from sprint2.errors import DataError, StrategyError
 
-log = logging.getLogger("sprint2")
-
 
 def _parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="sprint2", description=__doc__.splitlines()[0])

@@ -39,16 +39,29 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         "quick": {},
     },
     "03_cpu_vs_gpu_timing": {
+        # the single-box model for the comparison with the original sprint, the detector users train;
+        # detector_size and detector_batch None: the detector's schedule for the data
         "full": {
+            "models": ["improved", "detector"],
             "replicas": [1, 2, 4],
-            "epochs": 3,
+            "min_seconds": 3.0,
+            "rounds": 5,
             "batch": 32,
             "size": 64,
+            "detector_size": None,
+            "detector_batch": None,
             "max_images": None,
-            "rounds": 2,
         },
         # tracing four replicas alone takes longer than the whole quick report should
-        "quick": {"replicas": [1, 2], "epochs": 2, "batch": 8, "size": 32, "rounds": 1},
+        "quick": {
+            "replicas": [1, 2],
+            "min_seconds": 0.5,
+            "rounds": 2,
+            "batch": 8,
+            "size": 32,
+            "detector_size": [64, 64],
+            "detector_batch": 4,
+        },
     },
     "04_mirrored_training": {
         # epochs, batch and size are sprint2.training.run_training's defaults

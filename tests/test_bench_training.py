@@ -1,4 +1,4 @@
-"""bench_training in a fresh process on tiny data; the FLOP count and the projection against hand counts."""
+"""bench_training in a fresh process on tiny data for both models; FLOPs, rounds, projection, the CLI."""
 
 from __future__ import annotations
 
@@ -12,99 +12,246 @@ import keras
 import numpy as np
 import pytest
 
-from sprint2.bench_training import _PeakRss, project_multi_gpu
-from sprint2.model import gradient_bytes, model_flops
+from sprint2 import analysis
+from sprint2.bench_training import _PeakRss, model_specs, project_multi_gpu, round_order, spread
+from sprint2.model import build_model, gradient_bytes, model_flops
 from sprint2.synthetic import generate
 
 ROOT = Path(__file__).resolve().parents[1]
+MIN_SECONDS = 0.3
+ROUNDS = 2
 
 
 def _python(code: str) -> subprocess.CompletedProcess:
     """Runs code in a fresh interpreter (TensorFlow not yet initialised), as the CLI does."""
     env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300
+        [sys.executable, "-c", code], cwd=ROOT, env=env, capture_output=True, text=True, timeout=600
     )
 
 
 @pytest.fixture(scope="module")
-def bench_result(tmp_path_factory: pytest.TempPathFactory) -> dict:
-    data = generate(tmp_path_factory.mktemp("tiny"), train=32, test=8, seed=3)
-    call = f"bench_training({str(data)!r}, replicas=(1, 2), epochs=2, size=32, batch=8, rounds=2)"
+def tiny_data(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return generate(tmp_path_factory.mktemp("tiny"), train=32, test=8, seed=3)
+
+
+@pytest.fixture(scope="module")
+def bench_result(tiny_data: Path) -> dict:
+    call = (
+        f"bench_training({str(tiny_data)!r}, replicas=(1, 2), min_seconds={MIN_SECONDS}, rounds={ROUNDS}, "
+        "size=32, batch=8, detector_size=32, detector_batch=4)"
+    )
     code = f"import json; from sprint2.bench_training import bench_training; print(json.dumps({call}))"
     proc = _python(code)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def test_rows_cover_no_strategy_and_each_replica_count(bench_result: dict) -> None:
-    rows = bench_result["rows"]
-    keys = set("setting device replicas images_per_s first_epoch_s epoch_s speedup efficiency".split())
-    for row in rows:
-        assert keys <= set(row), row
-        assert isinstance(row["setting"], str) and isinstance(row["replicas"], int)
-        assert row["images_per_s"] > 0 and row["first_epoch_s"] > 0 and row["epoch_s"] > 0
-        assert len(row["epoch_seconds"]) == 2 and row["epoch_s"] == pytest.approx(row["epoch_seconds"][1])
-        assert row["peak_rss_mb"] >= row["start_rss_mb"] > 0
-        assert len(row["round_images_per_s"]) == 2 and row["images_per_s"] == max(row["round_images_per_s"])
-    cpu = [r for r in rows if r["device"] == "cpu"]
-    assert cpu[0]["setting"] == "no strategy (CPU)" and cpu[0]["replicas"] == 1
-    assert [r["replicas"] for r in cpu[1:]] == [1, 2]
-    assert all("mirrored" in r["setting"] for r in cpu[1:])
-    assert [r["global_batch"] for r in cpu] == [8, 8, 16]
+def _rows(result: dict, model: str) -> list[dict]:
+    return [r for r in result["rows"] if r["model"] == model]
 
 
-def test_speedup_and_efficiency_follow_their_definition(bench_result: dict) -> None:
+def test_rows_cover_every_model_under_no_strategy_and_each_replica_count(bench_result: dict) -> None:
     rows = bench_result["rows"]
-    base = rows[0]["images_per_s"]
-    assert rows[0]["speedup"] == pytest.approx(1.0)
-    for row in rows:
-        if row["device"] == "cpu":
-            assert row["speedup"] == pytest.approx(row["images_per_s"] / base)
-        assert row["efficiency"] == pytest.approx(row["speedup"] / row["replicas"])
-    mirrored_1 = next(r for r in rows if r["setting"] == "mirrored x1 (logical CPU)")
-    assert bench_result["strategy_overhead"] == pytest.approx(base / mirrored_1["images_per_s"] - 1.0)
+    assert list(bench_result["models"]) == ["improved", "detector"]
+    assert [r["model"] for r in rows if r["device"] == "cpu"] == ["improved"] * 3 + ["detector"] * 3
+    keys = set("model setting device replicas images_per_s spread first_epoch_s epoch_s speedup".split())
+    for model, batch, hw in (("improved", 8, [32, 32]), ("detector", 4, [32, 32])):
+        cpu = [r for r in _rows(bench_result, model) if r["device"] == "cpu"]
+        for row in cpu:
+            assert keys <= set(row), row
+            assert row["input_hw"] == hw
+            assert row["first_epoch_s"] > 0 and row["step_s"] > 0 and row["epoch_start_s"] > 0
+            assert row["epoch_s"] == pytest.approx(
+                row["epoch_start_s"] + row["steps_per_epoch"] * row["step_s"]
+            )
+            assert row["peak_rss_mb"] >= row["start_rss_mb"] > 0
+        assert cpu[0]["setting"] == "no strategy (CPU)" and cpu[0]["replicas"] == 1
+        assert [r["replicas"] for r in cpu[1:]] == [1, 2]
+        assert all("mirrored" in r["setting"] for r in cpu[1:])
+        assert [r["global_batch"] for r in cpu] == [batch, batch, 2 * batch]
+    detector = _rows(bench_result, "detector")
+    assert {r["precision"] for r in detector} <= {"float32", "mixed_bfloat16"}
+    assert {r["precision"] for r in _rows(bench_result, "improved")} == {"float32"}
+
+
+def test_each_setting_runs_every_round_for_at_least_min_seconds(bench_result: dict) -> None:
+    assert bench_result["min_seconds"] == MIN_SECONDS and bench_result["rounds"] == ROUNDS
+    for row in bench_result["rows"]:
+        rates = row["round_images_per_s"]
+        assert len(rates) == len(row["round_seconds"]) == len(row["round_steps"]) == ROUNDS
+        assert all(s >= MIN_SECONDS for s in row["round_seconds"]), row["round_seconds"]
+        assert all(n >= 1 for n in row["round_steps"]) and min(rates) > 0
+        assert row["images_per_s"] == pytest.approx(float(np.median(rates)))
+        assert row["spread"] == pytest.approx((max(rates) - min(rates)) / np.median(rates))
+        # A round's rate is its images over its seconds: whole global batches per step.
+        for rate, seconds, steps in zip(rates, row["round_seconds"], row["round_steps"]):
+            assert rate * seconds == pytest.approx(steps * row["global_batch"], rel=1e-6)
+
+
+def test_speedup_efficiency_and_overhead_follow_their_definition_per_model(bench_result: dict) -> None:
+    for model, summary in bench_result["models"].items():
+        rows = _rows(bench_result, model)
+        base = rows[0]["images_per_s"]
+        assert rows[0]["speedup"] == pytest.approx(1.0)
+        for row in rows:
+            if row["device"] == "cpu":
+                assert row["speedup"] == pytest.approx(row["images_per_s"] / base)
+            assert row["efficiency"] == pytest.approx(row["speedup"] / row["replicas"])
+        mirrored_1 = next(r for r in rows if r["setting"] == "mirrored x1 (logical CPU)")
+        pairs = zip(rows[0]["round_images_per_s"], mirrored_1["round_images_per_s"])
+        paired = [a / b - 1.0 for a, b in pairs]
+        assert summary["strategy_overhead_rounds"] == pytest.approx(paired)
+        assert summary["strategy_overhead"] == pytest.approx(float(np.median(paired)))
+        assert summary["strategy_overhead_of_medians"] == pytest.approx(
+            base / mirrored_1["images_per_s"] - 1.0
+        )
 
 
 def test_gpu_settings_are_run_or_skipped_with_a_reason(bench_result: dict) -> None:
     gpu_rows = [r for r in bench_result["rows"] if r["device"] == "gpu"]
     skipped = bench_result["skipped"]
-    assert len(gpu_rows) == min(bench_result["gpus"], 2)
-    assert len(gpu_rows) + len(skipped) == 2
+    assert len(gpu_rows) == 2 * min(bench_result["gpus"], 2)
+    assert len(skipped) == 2 - min(bench_result["gpus"], 2)
     for item in skipped:
         assert set(item) == {"setting", "reason"} and "GPU" in item["setting"] and len(item["reason"]) > 10
     if bench_result["gpus"] == 0:
         assert "no GPU" in skipped[0]["reason"]
 
 
-def test_ceiling_and_projection_are_filled_from_the_run(bench_result: dict) -> None:
-    ceiling = bench_result["cpu_ceiling"]
-    assert ceiling["matmul_gflops"] > 0 and ceiling["input_pipeline_images_per_s"] > 0
-    assert ceiling["train_gflop_per_image"] == pytest.approx(3 * ceiling["forward_gflop_per_image"])
-    assert ceiling["achieved_gflops"] == pytest.approx(
-        ceiling["train_gflop_per_image"] * bench_result["rows"][0]["images_per_s"]
-    )
-    projection = bench_result["projection"]
-    assert projection["grad_bytes"] > 0 and projection["grad_bytes"] % 4 == 0
-    assert {r["gpus"] for r in projection["rows"]} == set(range(1, 9))
-    assert projection["step_compute_source"].startswith("measured" if bench_result["gpus"] else "assumed")
+def test_flops_per_image_are_those_of_the_model_trained(bench_result: dict) -> None:
+    """The improved model's count matches the same model built here; the detector's is of its input size."""
+    from sprint2.detector import build_detector
+
+    reference = {
+        "improved": build_model("improved", 10, 32),
+        "detector": build_detector(10, (32, 32)),
+    }
+    for model, built in reference.items():
+        summary = bench_result["models"][model]
+        ceiling = summary["cpu_ceiling"]
+        assert ceiling["forward_gflop_per_image"] == pytest.approx(model_flops(built)["forward_flops"] / 1e9)
+        assert summary["parameters"] == built.count_params()
+        assert summary["projection"]["grad_bytes"] == gradient_bytes(built)
+
+
+def test_achieved_flops_are_set_against_the_peak_of_the_models_dtype(bench_result: dict) -> None:
+    peaks = bench_result["matmul_gflops"]
+    assert peaks["float32"] > 0
+    for model, summary in bench_result["models"].items():
+        ceiling = summary["cpu_ceiling"]
+        base = _rows(bench_result, model)[0]
+        assert ceiling["train_gflop_per_image"] == pytest.approx(3 * ceiling["forward_gflop_per_image"])
+        assert ceiling["achieved_gflops"] == pytest.approx(
+            ceiling["train_gflop_per_image"] * base["images_per_s"]
+        )
+        dtype = "bfloat16" if summary["precision"] == "mixed_bfloat16" else "float32"
+        assert ceiling["peak_dtype"] == dtype and ceiling["matmul_gflops"] == peaks[dtype]
+        assert ceiling["fraction_of_matmul"] == pytest.approx(ceiling["achieved_gflops"] / peaks[dtype])
+        assert ceiling["input_pipeline_images_per_s"] > 0
+        for row in _rows(bench_result, model):
+            assert row["achieved_gflops"] == pytest.approx(
+                ceiling["train_gflop_per_image"] * row["images_per_s"]
+            )
+
+
+def test_projection_is_filled_from_the_run_per_model(bench_result: dict) -> None:
+    for summary in bench_result["models"].values():
+        projection = summary["projection"]
+        assert projection["grad_bytes"] > 0 and projection["grad_bytes"] % 4 == 0
+        assert {r["gpus"] for r in projection["rows"]} == set(range(1, 9))
+        assert projection["per_replica_batch"] == summary["batch_per_replica"]
+        assert projection["step_compute_source"].startswith("measured" if bench_result["gpus"] else "assumed")
+
+
+def test_analysis_tables_read_the_result_per_model(bench_result: dict) -> None:
+    rows = analysis.bench_model_rows(bench_result)
+    assert [r["model"] for r in rows] == ["improved", "detector"]
+    for row in rows:
+        mine = _rows(bench_result, row["model"])
+        assert row["images_per_s"] == mine[0]["images_per_s"]
+        assert row["largest_spread"] == max(r["spread"] for r in mine)
+        assert row["strategy_overhead"] == bench_result["models"][row["model"]]["strategy_overhead"]
+    by_model = analysis.values_by_model(bench_result["rows"], "images_per_s")
+    assert list(by_model["detector"]) == ["no strategy", "x1 CPU", "x2 CPU"]
+    assert by_model["detector"]["x2 CPU"] == _rows(bench_result, "detector")[2]["images_per_s"]
+    flops = analysis.flops_by_model(bench_result)["improved"]
+    assert flops["matmul peak (float32)"] == bench_result["matmul_gflops"]["float32"]
+    assert len(analysis.projection_rows_by_model(bench_result)) == 2 * 2 * 4  # models x links x GPU counts
+    assert analysis.primary_model(bench_result) == "detector"
+    figures = analysis.bench_figures(bench_result)
+    assert set(figures["mirrored_images_per_s"]) == {
+        "improved x1",
+        "improved x2",
+        "detector x1",
+        "detector x2",
+    }
+    assert figures["strategy_overhead"]["detector"] == bench_result["models"]["detector"]["strategy_overhead"]
+    json.dumps(figures)  # the report index stores them as JSON
 
 
 def test_fails_clearly_when_tensorflow_already_started(tmp_path: Path) -> None:
     code = (
         "import tensorflow as tf; tf.constant(1.0) + 1.0; from sprint2.bench_training import bench_training; "
-        f"bench_training({str(tmp_path)!r}, replicas=(1, 2), epochs=2)"
+        f"bench_training({str(tmp_path)!r}, models=['improved'], replicas=(1, 2))"
     )
     proc = _python(code)
     assert proc.returncode != 0
     assert "StrategyError" in proc.stderr and "before any TensorFlow op" in proc.stderr
 
 
-def test_needs_two_epochs() -> None:
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"min_seconds": 0}, "min_seconds > 0"),
+        ({"rounds": 0}, "rounds >= 1"),
+        ({"replicas": (0, 2)}, "replicas must be positive"),
+        ({"models": ["improved", "yolo"]}, "unknown model 'yolo'"),
+        ({"models": ["improved", "improved"]}, "each model once"),
+        ({"models": ["detector"], "detector_size": (48, 64), "detector_batch": 2}, "multiples of 32"),
+    ],
+)
+def test_bad_arguments_are_refused_before_any_training(kwargs: dict, message: str, tiny_data: Path) -> None:
     from sprint2.bench_training import bench_training
 
-    with pytest.raises(ValueError, match="epochs >= 2"):
-        bench_training(ROOT, epochs=1)
+    with pytest.raises(ValueError, match=message):
+        bench_training(tiny_data, **kwargs)
+
+
+def test_the_detector_defaults_to_its_schedule_for_the_data(tiny_data: Path) -> None:
+    from sprint2.experiment import train_samples
+    from sprint2.schedule import DataStats, detector_schedule
+
+    schedule = detector_schedule(DataStats.from_samples(train_samples(tiny_data, 0)), replicas=1)
+    common = {"size": 48, "batch": 6, "precision": "float32", "seed": 0}
+    specs = model_specs(
+        tiny_data, ["detector", "original"], detector_size=None, detector_batch=None, **common
+    )
+    assert [s.name for s in specs] == ["detector", "original"]
+    assert specs[0].input_hw == schedule.input_hw and specs[0].batch == schedule.batch_size
+    assert specs[1].input_hw == (48, 48) and specs[1].batch == 6 and specs[1].load_size == 48
+    given = model_specs(tiny_data, ["detector"], detector_size=(64, 96), detector_batch=3, **common)[0]
+    assert (given.input_hw, given.batch, given.load_size, given.precision) == (
+        (64, 96),
+        3,
+        (64, 96),
+        "float32",
+    )
+
+
+def test_rounds_go_forward_then_backward_and_spread_is_relative() -> None:
+    assert [round_order(3, r) for r in range(3)] == [[0, 1, 2], [2, 1, 0], [0, 1, 2]]
+    assert spread([90.0, 100.0, 120.0]) == pytest.approx(0.3)
+    assert spread([5.0]) == 0.0
+
+
+def test_cli_rejects_bad_lists_with_usage_errors(tiny_data: Path, capsys: pytest.CaptureFixture) -> None:
+    from sprint2.cli import main
+
+    assert main(["bench", "training", str(tiny_data), "--replicas", "1,two"]) == 2
+    assert "--replicas" in capsys.readouterr().err
+    assert main(["bench", "training", str(tiny_data), "--model", "improved,yolo"]) == 2
+    assert "unknown model 'yolo'" in capsys.readouterr().err
 
 
 def test_flops_of_a_small_model_match_a_hand_count() -> None:

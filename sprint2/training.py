@@ -391,6 +391,7 @@ def _check_same_run(path: Path, signature: dict) -> None:
     if not path.is_file():
         return  # checkpoints without run.json (written before it existed) are trusted
     saved = json.loads(path.read_text())
+    signature = json.loads(json.dumps(signature))  # compare as run.json holds it: tuples come back as lists
     changed = sorted(k for k in signature.keys() | saved.keys() if saved.get(k) != signature.get(k))
     if changed:
         detail = ", ".join(f"{k}: {saved.get(k)!r} then, {signature.get(k)!r} now" for k in changed)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import csv
+import dataclasses
 import inspect
 import json
 import os
@@ -149,6 +150,16 @@ def test_resume_continues_a_detector_run(detector_run, tmp_path) -> None:
     assert again.history[:4] == first.history[:4]  # read back from history.csv
     # The fifth epoch starts from the fourth's weights, not from scratch.
     assert again.history[4]["loss"] < first.history[1]["loss"]
+
+
+def test_resume_with_the_detector_recipes_augmentation(tmp_path) -> None:
+    # The recipe's AugmentParams hold tuples, which run.json gives back as lists: still the same run.
+    from sprint2.training import DETECTOR_AUGMENTATION
+
+    config = _config(tmp_path, epochs=1, augmentation=DETECTOR_AUGMENTATION)
+    train(toy_scenes(16), None, config)
+    again = train(toy_scenes(16), None, dataclasses.replace(config, epochs=2))
+    assert again.start_epoch == 2 and [row["epoch"] for row in again.history] == [1, 2]
 
 
 def test_mixed_bfloat16_trains_and_the_policy_does_not_leak(tmp_path) -> None:

@@ -54,10 +54,39 @@ def _parser() -> argparse.ArgumentParser:
     bl.add_argument("--size", type=int, default=128)
     bl.add_argument("--repeats", type=int, default=3)
     bl.add_argument("--json", action="store_true")
-    bt = bsub.add_parser("training", help="images/s without a strategy, on N logical CPUs and on GPUs")
+    bt = bsub.add_parser(
+        "training", help="images/s of each model without a strategy, on N logical CPUs and on GPUs"
+    )
     bt.add_argument("data_dir", type=Path)
+    bt.add_argument(
+        "--model",
+        default="improved,detector",
+        help="comma-separated models (detector, improved, original); default improved,detector: the "
+        "single-box kind the original sprint timed, beside the detector that sprint2 train trains",
+    )
     bt.add_argument("--replicas", default="1,2,4", help="comma-separated logical CPU counts")
-    bt.add_argument("--epochs", type=int, default=3)
+    bt.add_argument(
+        "--min-seconds",
+        type=float,
+        default=3.0,
+        help="steady-state training seconds per setting and round, epochs streamed back to back (default 3)",
+    )
+    bt.add_argument("--rounds", type=int, default=5, help="rounds the settings take turns in (default 5)")
+    bt.add_argument("--size", type=int, default=64, help="single-box models' input side (default 64)")
+    bt.add_argument("--batch", type=int, default=32, help="single-box models' batch per replica (default 32)")
+    bt.add_argument(
+        "--detector-size",
+        type=_size,
+        help="detector input S or H,W, multiples of 32 (default: its schedule's)",
+    )
+    bt.add_argument("--detector-batch", type=int, help="detector batch per replica (default: its schedule's)")
+    bt.add_argument(
+        "--precision",
+        choices=["auto", "float32", "mixed_bfloat16"],
+        default="auto",
+        help="the detector's on CPU settings; auto = mixed_bfloat16 where the CPU has bf16, else float32",
+    )
+    bt.add_argument("--max-images", type=int, help="train on the first N training images only")
     bt.add_argument("--json", action="store_true")
 
     t = sub.add_parser("train", help="train a model and evaluate it against the trivial baseline")
@@ -230,19 +259,50 @@ def _bench(args: argparse.Namespace) -> int:
 
         result = bench_loading(args.data_dir, size=args.size, repeats=args.repeats)
         rows = [{"method": k, "images_per_s": v["images_per_s"]} for k, v in result["methods"].items()]
-    else:
-        from sprint2.bench_training import bench_training
+        if args.json:
+            print(json.dumps(result, indent=2))
+        else:
+            _table(rows)
+            for key, value in result.items():
+                if key != "methods":
+                    print(f"{key}: {value}")
+        return 0
+    from sprint2.bench_training import bench_training
 
+    try:
         replicas = [int(n) for n in args.replicas.split(",") if n.strip()]
-        result = bench_training(args.data_dir, replicas=replicas, epochs=args.epochs)
-        rows = result["rows"]
+    except ValueError:
+        raise ValueError(f"--replicas: expected comma-separated numbers, got {args.replicas!r}") from None
+    result = bench_training(
+        args.data_dir,
+        models=[m.strip() for m in args.model.split(",") if m.strip()],
+        replicas=replicas,
+        min_seconds=args.min_seconds,
+        rounds=args.rounds,
+        size=args.size,
+        batch=args.batch,
+        detector_size=args.detector_size,
+        detector_batch=args.detector_batch,
+        precision=args.precision,
+        max_images=args.max_images,
+    )
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
-        _table(rows)
-        for key, value in result.items():
-            if key not in ("methods", "rows"):
-                print(f"{key}: {value}")
+        return 0
+    columns = "model setting replicas precision images_per_s spread first_epoch_s speedup efficiency"
+    _table([{k: row[k] for k in [*columns.split(), "achieved_gflops"]} for row in result["rows"]])
+    for name, model in result["models"].items():
+        ceiling = model["cpu_ceiling"]
+        overhead = model["strategy_overhead"]
+        print(
+            f"{name}: {ceiling['train_gflop_per_image']:.3f} GFLOP per training image, "
+            f"{ceiling['achieved_gflops']:.1f} GFLOP/s without a strategy = "
+            f"{ceiling['fraction_of_matmul']:.1%} of the {ceiling['peak_dtype']} matmul peak "
+            f"({ceiling['matmul_gflops']:.0f} GFLOP/s); mirrored x1 overhead "
+            + ("n/a" if overhead is None else f"{overhead:+.1%}")
+        )
+    for item in result["skipped"]:
+        print(f"skipped {item['setting']}: {item['reason']}")
     return 0
 
 

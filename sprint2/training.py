@@ -13,14 +13,16 @@ the detector's schedule comes from `sprint2.schedule`, the scoring and `sprint2 
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import dataclasses
 import json
 import logging
 import math
 import shutil
+import sys
 import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Literal
@@ -28,6 +30,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import keras
 import numpy as np
 import tensorflow as tf
+from tqdm import tqdm
 
 from sprint2.augment import AugmentParams
 from sprint2.distribute import (
@@ -143,6 +146,9 @@ class TrainConfig:
     # Early stopping waits until this share of the planned epochs is done: under cosine decay the
     # validation score of a long schedule keeps rising late, and small validation folds are noisy.
     min_epochs_share: float = 0.0
+    # > 0: validation, the best epoch and the saved model use an exponential moving average of the
+    # weights (this momentum per optimizer step), which is smoother than the last step's weights.
+    ema_momentum: float = 0.0
 
 
 @dataclass
@@ -182,6 +188,7 @@ class Recipe:
     val_fraction: float
     patience: int
     min_epochs_share: float = 0.0  # see TrainConfig.min_epochs_share
+    ema_momentum: float = 0.0  # see TrainConfig.ema_momentum
 
 
 #: The detector's augmentation: every box moves with the pixels, so zooms and shifts stay moderate
@@ -204,6 +211,7 @@ RECIPES: dict[str, Recipe] = {
         val_fraction=0.15,
         patience=15,
         min_epochs_share=0.5,
+        ema_momentum=0.99,
     ),
 }
 
@@ -266,15 +274,34 @@ class _Loop:
         steps = data.steps
         warmup = min(config.warmup_epochs * steps, max(0, config.epochs * steps - 1))
         self.schedule = WarmupCosine(config.learning_rate, warmup, total_steps)
+        ema = {"use_ema": config.ema_momentum > 0, "ema_momentum": config.ema_momentum or 0.99}
         if config.weight_decay > 0:
-            optimizer = keras.optimizers.AdamW(self.schedule, weight_decay=config.weight_decay)
+            optimizer = keras.optimizers.AdamW(self.schedule, weight_decay=config.weight_decay, **ema)
         else:
-            optimizer = keras.optimizers.Adam(self.schedule)
+            optimizer = keras.optimizers.Adam(self.schedule, **ema)
         if task.policy == "mixed_float16":  # float16 gradients underflow without loss scaling
             optimizer = keras.optimizers.LossScaleOptimizer(optimizer)
         self.optimizer = optimizer
         # Build the optimizer's slots now, under the scope: variables must not be created inside strategy.run.
         self.optimizer.build(model.trainable_variables)
+
+    @contextlib.contextmanager
+    def averaged_weights(self) -> Iterator[None]:
+        """Inside: the model holds the optimizer's moving averages of its trainable weights (when the
+        optimizer keeps them); the training weights come back on exit. Cross-replica context."""
+        averages = getattr(self.optimizer, "_model_variables_moving_average", None)
+        if not getattr(self.optimizer, "use_ema", False) or not averages:
+            yield
+            return
+        variables = self.model.trainable_variables
+        saved = [v.numpy() for v in variables]
+        for var, average in zip(variables, averages):
+            var.assign(average.value)
+        try:
+            yield
+        finally:
+            for var, value in zip(variables, saved):
+                var.assign(value)
 
     def replica_step(self, batch: Any) -> dict:
         """Forward, loss averaged over the GLOBAL batch, gradients applied by the optimizer per replica."""
@@ -376,7 +403,7 @@ def _run_signature(config: TrainConfig, input_hw: tuple[int, int], class_names: 
         "weight_decay",
     ]
     if config.model == "detector":
-        fields += ["precision", "width", "max_boxes"]
+        fields += ["precision", "width", "max_boxes", "ema_momentum"]
     recipe = {name: getattr(config, name) for name in fields}
     augmentation = config.augmentation
     recipe["augmentation"] = (
@@ -532,13 +559,14 @@ class _Run:
             raise worker_lost(exc, self.info, epoch, self.checkpoint_dir) from exc
         seconds = time.perf_counter() - start
         self.epoch_seconds.append(seconds)
-        calibrate_batch_norm(self.model, self.data.calib)
         rate = totals.get("count", 0.0) / seconds if seconds > 0 else 0.0
         lr = float(self.loop.schedule(self.loop.optimizer.iterations))
         return {**self.task.summarise(totals), "learning_rate": lr, "seconds": seconds, "images_per_s": rate}
 
     def validate(self) -> dict:
-        """The task's val_* values (empty without validation data)."""
+        """The task's val_* values (empty without validation data), after setting the BatchNorm
+        statistics of the weights being judged (calibrate_batch_norm)."""
+        calibrate_batch_norm(self.model, self.data.calib)
         return self.task.validate(self.loop.eval_step, self.data)
 
     def record(self, epoch: int, values: dict) -> dict:
@@ -618,8 +646,9 @@ class _Run:
         """Restores the best weights, chooses the score threshold, saves model.keras and model.json,
         removes the scratch folder and sums up the timings."""
         last = self.history[-1]["epoch"] if self.history else 0
-        if self.best_weights is not None and self.best_epoch != last:
-            logger.info("restoring the weights of epoch %d (%s)", self.best_epoch, self.task.monitor_name)
+        if self.best_weights is not None:  # also for the last epoch: they may be the averaged weights
+            if self.best_epoch != last:
+                logger.info("restoring the weights of epoch %d (%s)", self.best_epoch, self.task.monitor_name)
             self.model.set_weights(self.best_weights)
         model = self.task.export(self.model)
         threshold, source = choose_threshold(self.task, model, self.data)
@@ -652,6 +681,34 @@ class _Run:
         )
 
 
+def _epoch_bar(run: _Run, start_epoch: int) -> tqdm:
+    """The epoch bar on stderr (on a terminal only, for the chief); a resumed run says where it resumed."""
+    if start_epoch > 1:
+        logger.warning(
+            "resumed from the checkpoint of epoch %d in %s: training continues at epoch %d of %d",
+            start_epoch - 1,
+            run.checkpoint_dir,
+            start_epoch,
+            run.epochs,
+        )
+    return tqdm(
+        total=run.epochs,
+        initial=min(start_epoch - 1, run.epochs),
+        desc=f"training {run.config.model}",
+        unit="epoch",
+        disable=None if run.info.is_chief else True,
+        file=sys.stderr,
+    )
+
+
+def _show_epoch(bar: tqdm, run: _Run, row: dict) -> None:
+    """Advances the epoch bar, showing the training loss and the validation score the best epoch follows."""
+    bar.total = run.epochs  # a time budget may have fixed the epoch count after the first epochs
+    shown = {k: f"{row[k]:.4g}" for k in ("loss", run.task.monitor_name, "val_mean_iou") if k in row}
+    bar.set_postfix(shown, refresh=False)
+    bar.update()
+
+
 def train(
     train_ds: Any,
     val_ds: Any | None,
@@ -677,15 +734,19 @@ def train(
     data = task.prepare(train_ds, val_ds, replicas)
     run = _Run(config, strategy, info, task, data)
     start_epoch = epoch = run.restore()
+    bar = _epoch_bar(run, start_epoch)
     while epoch <= run.epochs:
         trained = run.one_epoch(epoch)
-        row = run.record(epoch, {**trained, **run.validate()})
-        run.keep_best(row)
+        with run.loop.averaged_weights():  # the weights that are judged, kept and saved
+            row = run.record(epoch, {**trained, **run.validate()})
+            run.keep_best(row)
         run.plan(epoch, start_epoch)
+        _show_epoch(bar, run, row)
         run.checkpoint(epoch)
         if run.early_stop(epoch):
             break
         epoch += 1
+    bar.close()
     return run.finish(start_epoch, resize_mode, card_extra or {})
 
 
@@ -720,6 +781,7 @@ def _config(
         "augmentation": recipe.augmentation,
         "warmup_epochs": recipe.warmup_epochs,
         "min_epochs_share": recipe.min_epochs_share,
+        "ema_momentum": recipe.ema_momentum,
     }
     if schedule is not None:
         chosen.update(

@@ -18,6 +18,7 @@ from sprint2 import schedule as sched
 from sprint2.cli import _parser, main
 from sprint2.dataset import LoadedDataset
 from sprint2.loading import LoadOptions
+from sprint2.metrics import voc_ap
 from sprint2.schedule import DataStats, detector_input_hw, detector_schedule, epochs_within_budget
 from sprint2.synthetic import generate
 from sprint2.training import DETECTOR_HISTORY_FIELDS, TrainConfig, run_training, train
@@ -160,6 +161,39 @@ def test_resume_with_the_detector_recipes_augmentation(tmp_path) -> None:
     train(toy_scenes(16), None, config)
     again = train(toy_scenes(16), None, dataclasses.replace(config, epochs=2))
     assert again.start_epoch == 2 and [row["epoch"] for row in again.history] == [1, 2]
+
+
+def test_averaged_weights_are_judged_and_the_training_weights_come_back() -> None:
+    import tensorflow as tf
+
+    from sprint2.distribute import StrategyInfo
+    from sprint2.tasks import make_task
+    from sprint2.training import _Run
+
+    config = _config(None, epochs=2, ema_momentum=0.9)
+    task = make_task(config, ["red", "green", "blue"])
+    data = task.prepare(toy_scenes(16), None, 1)
+    run = _Run(config, tf.distribute.get_strategy(), StrategyInfo(kind="given"), task, data)
+    run.one_epoch(1)
+    raw = [v.numpy() for v in run.model.trainable_variables]
+    averages = [v.numpy() for v in run.loop.optimizer._model_variables_moving_average]
+    assert any(not np.allclose(a, b) for a, b in zip(raw, averages))  # two steps apart: they differ
+    with run.loop.averaged_weights():
+        for var, average in zip(run.model.trainable_variables, averages):
+            np.testing.assert_array_equal(var.numpy(), average)
+    for var, value in zip(run.model.trainable_variables, raw):
+        np.testing.assert_array_equal(var.numpy(), value)
+
+
+def test_the_saved_model_is_the_averaged_model_that_was_validated(tmp_path) -> None:
+    from sprint2.tasks import make_task
+
+    val = toy_scenes(16, seed=1)
+    result = train(toy_scenes(32), val, _config(tmp_path, epochs=3, ema_momentum=0.8, patience=10))
+    best = next(row for row in result.history if row["epoch"] == result.best_epoch)
+    task = make_task(_config(None), val.class_names)
+    _, map50 = voc_ap(task.detections(result.model, val.images), val, class_names=val.class_names)
+    assert map50 == pytest.approx(best["val_map50"], abs=1e-6)
 
 
 def test_mixed_bfloat16_trains_and_the_policy_does_not_leak(tmp_path) -> None:

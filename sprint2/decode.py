@@ -46,9 +46,12 @@ class Detections:
 def split_outputs(outputs: Any, num_classes: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(heatmap (N, h, w, C), size (N, h, w, 2), offset (N, h, w, 2)) float32 arrays.
 
-    Accepts the concatenated (N, h, w, C + 4) array, a sequence of the three heads, or a mapping
-    whose keys are the head names or end in "_" + a head name (tfmot's "quant_heatmap", ...).
+    Accepts the concatenated (N, h, w, C + 4) array, a sequence of the three heads, a one-entry
+    mapping holding the concatenated array under any name (a TFLite signature's "output_0"), or a
+    mapping whose keys are the head names or end in "_" + a head name (tfmot's "quant_heatmap", ...).
     """
+    if isinstance(outputs, Mapping) and len(outputs) == 1:
+        (outputs,) = outputs.values()
     if isinstance(outputs, Mapping):
         parts = []
         for head in HEAD_NAMES:
@@ -127,6 +130,15 @@ def _image_extent(
     return fallback
 
 
+def _is_size(value: Any) -> bool:
+    """Whether value is one (width, height) pair rather than a sequence of per-image entries."""
+    return (
+        isinstance(value, (tuple, list, np.ndarray))
+        and len(value) == 2
+        and all(v is not None and np.ndim(v) == 0 for v in value)
+    )
+
+
 def _per_image(value: Any, n: int, single: bool, what: str) -> list[Any]:
     """One entry per image: a single value (or None) shared by all, else a sequence of n."""
     if value is None or single:
@@ -145,7 +157,7 @@ def decode(
     top_k: int,
     iou_threshold: float,
     resize: Resize | Sequence[Resize] | None = None,
-    image_size: tuple[float, float] | Sequence[tuple[float, float]] | None = None,
+    image_size: tuple[float, float] | Sequence[tuple[float, float] | None] | None = None,
     stride: int = STRIDE,
 ) -> list[Detections]:
     """Detections per image from a detector's outputs (see split_outputs for the accepted forms).
@@ -154,7 +166,8 @@ def decode(
     centre ((col, row) + offset) * stride and size w, h, in network-input pixels; per-class NMS at
     iou_threshold follows, and scores below score_threshold are dropped. With `resize` (one Resize
     for all images or one per image) boxes are mapped back to the original image's pixels; they are
-    clipped to the image (`image_size` (width, height) when given, see _image_extent) and boxes left
+    clipped to the image (`image_size`: one (width, height) for all images, or one per image where
+    None means unknown; see _image_extent) and boxes left
     without area are dropped. Each result is sorted by score, best first.
     """
     from sprint2.images import Resize, untransform_boxes
@@ -164,7 +177,7 @@ def decode(
         raise ValueError(f"decode: top_k must be >= 1, got {top_k}")
     n, h, w, _ = heat.shape
     resizes = _per_image(resize, n, isinstance(resize, Resize), "resize records")
-    sizes = _per_image(image_size, n, np.ndim(image_size) == 1, "image sizes")
+    sizes = _per_image(image_size, n, _is_size(image_size), "image sizes")
     results = []
     for i in range(n):
         peaks = local_peaks(heat[i]) & (heat[i] >= score_threshold)

@@ -176,3 +176,35 @@ def test_decode_does_not_import_tensorflow() -> None:
     code = "import sys, sprint2.decode\nprint('tensorflow' in sys.modules, 'keras' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.split() == ["False", "False"], out.stdout + out.stderr
+
+
+def test_image_sizes_may_be_unknown_for_some_images() -> None:
+    """A per-image size list with None entries: those images are clipped by their Resize, others by size."""
+    out = empty_output(2, h=16, w=24)
+    for i in range(2):
+        put(out, i, 13, 20, label=1, score=0.8, box=(60.0, 40.0, 100.0, 70.0))  # sticks out bottom-right
+    _, how = resize_image(np.zeros((100, 200, 3), np.uint8), (64, 96), "stretch")
+    dets = decode(
+        out,
+        C,
+        score_threshold=0.5,
+        top_k=10,
+        iou_threshold=0.5,
+        resize=[how, how],
+        image_size=[(150, 90), None],
+    )
+    assert dets[0].boxes[:, [0, 2]].max() == pytest.approx(150) and dets[0].boxes[:, [1, 3]].max() == 90
+    assert dets[1].boxes[:, [0, 2]].max() == pytest.approx(200) and dets[1].boxes[:, [1, 3]].max() == 100
+    with pytest.raises(ValueError, match="1 image sizes for 2 images"):
+        decode(out, C, score_threshold=0.5, top_k=10, iou_threshold=0.5, image_size=[None])
+
+
+def test_a_one_entry_mapping_holds_the_concatenated_output() -> None:
+    out = empty_output()
+    put(out, 0, 2, 3, label=1, score=0.9, box=(8.0, 4.0, 20.0, 16.0))
+    plain = decode(out, C, score_threshold=0.5, top_k=5, iou_threshold=0.5)[0]
+    keyed = decode({"output_0": out}, C, score_threshold=0.5, top_k=5, iou_threshold=0.5)[0]
+    np.testing.assert_array_equal(keyed.boxes, plain.boxes)
+    np.testing.assert_array_equal(keyed.labels, [1])
+    with pytest.raises(ValueError, match=r"\(N, h, w, 4 \+ 4\)"):
+        decode({"output_0": out}, 4, score_threshold=0.5, top_k=5, iou_threshold=0.5)

@@ -1,8 +1,9 @@
 """What a saved model needs beside its weights to be used on new images: a small JSON card.
 
-`sprint2 train` writes `model.json` next to `model.keras`; `predict`, `evaluate` and `quantize` read
-it to know the classes, the network input size, how images were resized, and the score threshold
-chosen on validation data. Light: no TensorFlow.
+`sprint2 train` writes `model.json` next to `model.keras`, `sprint2 quantize` writes `<variant>.json`
+beside each `<variant>.tflite`; `predict`, `evaluate` and `quantize` read it to know the classes, the
+network input size, how images were resized, and the score threshold chosen on validation data.
+Light: no TensorFlow.
 """
 
 from __future__ import annotations
@@ -52,14 +53,20 @@ class ModelCard:
                 extra=dict(data.get("extra", {})),
             )
         except FileNotFoundError:
-            raise DataError(path, "model card missing (train writes it beside model.keras)") from None
+            raise DataError(
+                path,
+                "model card missing (train writes model.json, quantize <variant>.json beside each .tflite)",
+            ) from None
         except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
             raise DataError(path, f"not a usable model card ({exc})") from None
 
 
 def card_path(path: Path | str) -> Path:
-    """model.keras / model.tflite / model_int8.tflite -> the model.json beside it; a .json path as is."""
+    """A model file's card: the .json of the same stem beside it (int8.tflite -> int8.json), else the
+    folder's model.json when only that exists (one card shared by the folder); a .json path as is."""
     path = Path(path)
     if path.suffix == ".json":
         return path
-    return path.parent / "model.json"
+    own = path.with_suffix(".json")
+    shared = path.parent / "model.json"
+    return shared if not own.is_file() and shared.is_file() else own

@@ -92,15 +92,18 @@ class KerasPredictor:
 class LiteRTPredictor:
     """A `.tflite` model under LiteRT: float 0..255 images in, float outputs keyed by signature name.
 
-    (u)int8 inputs and outputs are (de)quantized here. The batch dimension is resized only when the
-    batch size changes.
+    The one LiteRT runner of the project (`sprint2 predict` and `sprint2.quantize`). Inputs and
+    outputs are found through the signature, never by position; (u)int8 inputs and outputs are
+    (de)quantized here. The batch dimension is resized only when the batch size changes, so
+    repeated calls of one size pay for set/invoke/get only. `card` None skips the input-size check.
     """
 
-    def __init__(self, path: Path | str, card: ModelCard, num_threads: int | None = None) -> None:
+    def __init__(self, path: Path | str, card: ModelCard | None, num_threads: int | None = None) -> None:
         from ai_edge_litert.interpreter import Interpreter
 
         self.path = Path(path)
-        self.card = card
+        self.card = card  # type: ignore[assignment]
+        self.num_threads = num_threads
         try:
             self.interpreter = Interpreter(model_path=str(self.path), num_threads=num_threads)
             signatures = self.interpreter.get_signature_list()
@@ -117,8 +120,19 @@ class LiteRTPredictor:
         shape = tuple(int(d) for d in self._input["shape_signature"])
         if len(shape) != 4 or shape[-1] != 3:
             raise DataError(self.path, f"expected one (N, H, W, 3) image input, the model takes {shape}")
-        _check_input_hw(self.path, shape[1:3], card)
+        if card is not None:
+            _check_input_hw(self.path, shape[1:3], card)
         self._batch: int | None = None
+
+    @property
+    def input_dtype(self) -> np.dtype:
+        """The dtype the flatbuffer's input takes (float32, or (u)int8 for integer input)."""
+        return np.dtype(self._input["dtype"])
+
+    @property
+    def output_names(self) -> list[str]:
+        """The signature's output names, sorted."""
+        return sorted(self._outputs)
 
     def _set_batch(self, batch: int) -> None:
         if batch != self._batch:
@@ -127,15 +141,19 @@ class LiteRTPredictor:
             self.interpreter.allocate_tensors()
             self._batch = batch
 
-    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
+    def _to_input(self, images: np.ndarray) -> np.ndarray:
+        """0..255 float images in the input's dtype (quantized with its scale and zero point)."""
         images = np.asarray(images, np.float32)
+        dtype = self.input_dtype
+        if dtype == np.float32:
+            return images
+        scale, zero = self._input["quantization"]
+        info = np.iinfo(dtype)
+        return np.clip(np.round(images / scale + zero), info.min, info.max).astype(dtype)
+
+    def __call__(self, images: np.ndarray) -> dict[str, np.ndarray]:
         self._set_batch(len(images))
-        dtype = np.dtype(self._input["dtype"])
-        if dtype != np.float32:
-            scale, zero = self._input["quantization"]
-            info = np.iinfo(dtype)
-            images = np.clip(np.round(images / scale + zero), info.min, info.max).astype(dtype)
-        self.interpreter.set_tensor(self._input["index"], images)
+        self.interpreter.set_tensor(self._input["index"], self._to_input(images))
         self.interpreter.invoke()
         out = {}
         for name, detail in self._outputs.items():
@@ -258,9 +276,6 @@ def to_detections(
             top_k = int(card.extra.get("top_k", DEFAULT_TOP_K))
         if iou_threshold is None:
             iou_threshold = float(card.extra.get("iou_threshold", DEFAULT_IOU_THRESHOLD))
-        if isinstance(outputs, Mapping) and len(outputs) == 1:  # one concatenated output, any name
-            (outputs,) = outputs.values()
-        known = all(s is not None for s in image_sizes)  # decode takes sizes for all images or none
         return decode(
             outputs,
             num_classes,
@@ -268,7 +283,7 @@ def to_detections(
             top_k=top_k,
             iou_threshold=iou_threshold,
             resize=list(resizes),
-            image_size=[tuple(s) for s in image_sizes] if known and image_sizes else None,
+            image_size=[None if s is None else tuple(s) for s in image_sizes],
         )
     probs, boxes = single_box_outputs(outputs, num_classes)
     if len(probs) != len(resizes) or len(probs) != len(image_sizes):

@@ -464,3 +464,71 @@ def test_tflite_with_named_heads_and_uint8_io(
     for head, channels in (("heatmap", slice(0, 2)), ("size", slice(2, 4)), ("offset", slice(4, 6))):
         assert outputs[head].dtype == np.float32
         np.testing.assert_allclose(outputs[head], expected[..., channels], atol=INT8_ATOL[head], err_msg=head)
+
+
+#: sprint2.quantize's detector variants against Keras float on raw heads (input-pixel sizes of ~32 px):
+#: float16 weights round at ~1e-3 relative; int8 weights or activations at a few quantization steps.
+VARIANT_ATOL = {
+    "float32": {"heatmap": 1e-5, "size": 1e-3, "offset": 1e-5},
+    "float16": {"heatmap": 0.01, "size": 0.2, "offset": 0.01},
+    "dynamic_int8": {"heatmap": 0.05, "size": 1.0, "offset": 0.03},
+    "int8": {"heatmap": 0.05, "size": 1.0, "offset": 0.03},
+}
+
+
+@pytest.fixture(scope="module")
+def quantized_detectors(keras_detector: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """Every detector variant written by sprint2.quantize.convert_detector, each with its own card."""
+    import keras
+
+    from sprint2.quantize import convert_detector
+
+    model = keras.models.load_model(keras_detector, compile=False)
+    card = ModelCard.read(keras_detector)
+    card.extra["width"] = 0.25
+    samples = np.random.default_rng(1).uniform(0, 255, (16, *HW, 3)).astype(np.float32)
+    paths, _ = convert_detector(model, card, tmp_path_factory.mktemp("quantized"), samples)
+    return paths
+
+
+def test_each_quantized_variant_runs_from_its_own_card_near_keras(
+    keras_detector: Path, quantized_detectors: dict[str, Path], images: Path
+) -> None:
+    from sprint2.images import decode_resized
+
+    paths = [images / name for name in GOOD]
+    batch = np.stack([decode_resized(p, HW, "letterbox")[0] for p in paths]).astype(np.float32)
+    keras_predictor = load_predictor(keras_detector)
+    expected = np.asarray(keras_predictor.model(batch, training=False))
+    reference = _results(list(predict_files(keras_predictor, paths)))
+    assert set(quantized_detectors) == set(VARIANT_ATOL)
+    for variant, path in quantized_detectors.items():
+        assert path.name == f"{variant}.tflite" and path.with_suffix(".json").is_file()
+        predictor = load_predictor(path)
+        assert predictor.card.extra["variant"] == variant and predictor.card.resize_mode == "letterbox"
+        outputs = predictor(batch)
+        for head, channels in (("heatmap", slice(0, 2)), ("size", slice(2, 4)), ("offset", slice(4, 6))):
+            np.testing.assert_allclose(
+                outputs[head],
+                expected[..., channels],
+                atol=VARIANT_ATOL[variant][head],
+                err_msg=variant + head,
+            )
+    float32 = _results(list(predict_files(load_predictor(quantized_detectors["float32"]), paths)))
+    assert sum(len(r.detections) for r in reference) > 0
+    for a, b in zip(reference, float32):
+        assert a.detections.labels.tolist() == b.detections.labels.tolist(), a.path
+        np.testing.assert_allclose(a.detections.boxes, b.detections.boxes, atol=TFLITE_BOX_ATOL_PX)
+
+
+def test_cli_predicts_with_a_quantized_int8_file(
+    quantized_detectors: dict[str, Path], images: Path, tmp_path: Path, capsys
+) -> None:
+    out = tmp_path / "out"
+    code = main(
+        ["predict", str(quantized_detectors["int8"]), str(images / "a.jpg"), "--out", str(out), "--json"]
+    )
+    assert code == 0
+    printed = json.loads(capsys.readouterr().out)
+    assert printed["classes"] == CLASSES and [Path(i["path"]).name for i in printed["images"]] == ["a.jpg"]
+    assert (out / "detections.json").is_file() and (out / "a.xml").is_file()

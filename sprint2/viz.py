@@ -825,3 +825,33 @@ def plot_detection_gallery(
         ncols=ncols,
         title=title,
     )
+
+
+def plot_accuracy_vs_latency(
+    rows: Sequence[Mapping[str, Any]],
+    *,
+    x: str = "latency_ms",
+    y: str = "map50",
+    xlabel: str = "ms per image (batch 1, median)",
+    ylabel: str = "mAP@0.5",
+    title: str = "accuracy against latency",
+    spread: str | None = "latency_spread",
+) -> Figure:
+    """One labelled point per row ({"name", x, y}); with `spread`, a bar of width x * spread around it."""
+    points = [r for r in rows if r.get(x) is not None and r.get(y) is not None]
+    if not points:
+        raise ValueError(f"no row has both {x!r} and {y!r}")
+    fig = _new_figure((6, 4))
+    ax = fig.subplots()
+    palette = colormaps["tab10"].colors
+    for i, row in enumerate(points):
+        xv, yv = float(row[x]), float(row[y])
+        err = float(row[spread]) * xv / 2 if spread and row.get(spread) is not None else None
+        ax.errorbar(xv, yv, xerr=err, fmt="o", color=palette[i % 10], capsize=3, label=str(row["name"]))
+        ax.annotate(str(row["name"]), (xv, yv), textcoords="offset points", xytext=(5, 5), fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title)
+    ax.margins(x=0.15, y=0.15)
+    ax.grid(alpha=0.3)
+    return fig

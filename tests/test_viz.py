@@ -511,3 +511,19 @@ def test_detection_figures_are_not_left_open_in_pyplot() -> None:
     viz.plot_grouped_bars({"m": {"x": 1.0}}, ylabel="y", title="t")
     viz.plot_heatmaps(np.zeros((8, 8, 3), np.uint8), {"h": np.zeros((2, 2))})
     assert set(plt.get_fignums()) == before
+
+
+def test_plot_accuracy_vs_latency_puts_one_labelled_point_per_row(tmp_path: Path) -> None:
+    rows = [
+        {"name": "keras", "latency_ms": 40.0, "map50": 0.86, "latency_spread": 0.1},
+        {"name": "int8", "latency_ms": 10.0, "map50": 0.85, "latency_spread": None},
+        {"name": "broken", "latency_ms": 5.0, "map50": None},
+    ]
+    fig = viz.plot_accuracy_vs_latency(rows)
+    (ax,) = fig.axes
+    assert [t.get_text() for t in ax.texts] == ["keras", "int8"]
+    xs = [line.get_xdata()[0] for line in ax.get_lines() if line.get_marker() == "o"]
+    assert sorted(xs) == [10.0, 40.0]
+    with pytest.raises(ValueError, match="no row has both"):
+        viz.plot_accuracy_vs_latency([{"name": "a", "latency_ms": 1.0}])
+    _saved_png(fig, tmp_path / "map_latency.png")

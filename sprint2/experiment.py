@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import random
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -65,23 +64,29 @@ def own_validation_split(root: Path) -> bool:
     return all((main / f"{name}.txt").is_file() for name in ("train", "val", "test"))
 
 
-def train_samples(root: Path | str, seed: int, test_fraction: float = TEST_FRACTION) -> list[Sample]:
-    """The (image, XML) pairs `loading.load_splits` trains on (its rule, without loading anything).
+def train_samples(
+    root: Path | str,
+    seed: int,
+    val_fraction: float | None = None,
+    default_fraction: float = 0.0,
+    test_fraction: float = TEST_FRACTION,
+) -> list[Sample]:
+    """The (image, XML) pairs a run trains on, by `load_run_splits`' rule, without loading anything.
 
-    train/ + test/ folders: train/; VOC lists with test.txt: trainval.txt (else train.txt); otherwise
-    the seeded held-out split's training part.
+    The dataset's own train list when the run validates on its own val list; otherwise the training
+    split of `loading.split_samples` (a seeded validation share of it is held out after loading).
     """
-    root = Path(root)
-    main = root / "ImageSets" / "Main"
-    if (root / "train").is_dir() and (root / "test").is_dir():
-        return discover(root, "train")
-    if (main / "test.txt").is_file():
-        return discover(root, "trainval" if (main / "trainval.txt").is_file() else "train")
-    samples = discover(root)
-    order = list(range(len(samples)))
-    random.Random(seed).shuffle(order)
-    n_test = min(len(samples) - 1, max(1, round(len(samples) * test_fraction)))
-    return [samples[i] for i in sorted(order[n_test:])]
+    from sprint2.loading import split_samples
+
+    if uses_own_validation(root, val_fraction, default_fraction):
+        return discover(Path(root), "train")
+    return split_samples(root, test_fraction=test_fraction, seed=seed).train
+
+
+def uses_own_validation(root: Path | str, val_fraction: float | None, default_fraction: float) -> bool:
+    """Whether a run validates on the dataset's own val list: it has train / val / test lists, no
+    validation share was asked for, and the recipe validates."""
+    return val_fraction is None and default_fraction > 0 and own_validation_split(Path(root))
 
 
 def split_validation(ds: Any, fraction: float, seed: int) -> tuple[Any, Any | None]:
@@ -109,7 +114,7 @@ def load_run_splits(
     from sprint2.loading import load_dataset, load_splits
 
     root = Path(root)
-    if val_fraction is None and default_fraction > 0 and own_validation_split(root):
+    if uses_own_validation(root, val_fraction, default_fraction):
         train = load_dataset(root, split="train", options=options)
         val = load_dataset(root, split="val", class_names=train.class_names, options=options)
         test = load_dataset(root, split="test", class_names=train.class_names, options=options)

@@ -49,11 +49,13 @@ __all__ = [
     "LoadOptions",
     "LoadedDataset",
     "Method",
+    "SplitSamples",
     "inspect_dataset",
     "load_dataset",
     "load_splits",
     "resolve_method",
     "shutdown_pools",
+    "split_samples",
 ]
 
 logger = logging.getLogger(__name__)
@@ -542,6 +544,42 @@ def _has_split_folders(root: Path) -> bool:
     return (root / "train").is_dir() and (root / "test").is_dir()
 
 
+@dataclass(frozen=True)
+class SplitSamples:
+    """A dataset's training and test (image, XML) pairs, and the split names the cache keys record."""
+
+    train: list[Sample]
+    test: list[Sample]
+    train_name: str
+    test_name: str
+
+
+def split_samples(data_dir: Path | str, *, test_fraction: float = 0.2, seed: int = 0) -> SplitSamples:
+    """The one train / test rule, without loading anything: train/ and test/ folders; else VOC
+    ImageSets/Main trainval (or train) against test; else a held-out ``test_fraction`` shuffled with
+    ``seed``."""
+    root = Path(data_dir)
+    main = root / "ImageSets" / "Main"
+    if _has_split_folders(root) or (main / "test.txt").is_file():
+        train_split = (
+            "train" if _has_split_folders(root) or not (main / "trainval.txt").is_file() else "trainval"
+        )
+        return SplitSamples(discover(root, train_split), discover(root, "test"), train_split, "test")
+    if not 0.0 < test_fraction < 1.0:
+        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
+    samples = discover(root)
+    order = list(range(len(samples)))
+    random.Random(seed).shuffle(order)
+    n_test = min(len(samples) - 1, max(1, round(len(samples) * test_fraction)))
+    label = f"held-out:{seed}:{test_fraction}"
+    return SplitSamples(
+        [samples[i] for i in sorted(order[n_test:])],
+        [samples[i] for i in sorted(order[:n_test])],
+        label + ":train",
+        label + ":test",
+    )
+
+
 def load_splits(
     data_dir: Path | str,
     size: int | tuple[int, int] | None = None,
@@ -551,30 +589,14 @@ def load_splits(
     options: LoadOptions | None = None,
     **fields: Any,
 ) -> tuple[LoadedDataset, LoadedDataset]:
-    """(train, test): train/ and test/ folders; else VOC ImageSets/Main trainval (or train) vs test;
-    else a held-out split of ``test_fraction`` shuffled with ``seed``. Test uses train's class_names.
+    """(train, test) by `split_samples`' rule; test uses train's class_names.
     ``options``, ``size`` and ``fields`` are as in load_dataset and apply to both.
     """
     opts = _merge(options, size, fields, "load_splits")
     root = Path(data_dir)
-    main = root / "ImageSets" / "Main"
-    if _has_split_folders(root) or (main / "test.txt").is_file():
-        train_split = (
-            "train" if _has_split_folders(root) or not (main / "trainval.txt").is_file() else "trainval"
-        )
-        train = _load(discover(root, train_split), root, train_split, None, opts)
-        return train, _load(discover(root, "test"), root, "test", train.class_names, opts)
-    if not 0.0 < test_fraction < 1.0:
-        raise ValueError(f"test_fraction must be between 0 and 1, got {test_fraction}")
-    samples = discover(root)
-    order = list(range(len(samples)))
-    random.Random(seed).shuffle(order)
-    n_test = min(len(samples) - 1, max(1, round(len(samples) * test_fraction)))
-    test_idx, train_idx = sorted(order[:n_test]), sorted(order[n_test:])
-    label = f"held-out:{seed}:{test_fraction}"
-    train = _load([samples[i] for i in train_idx], root, label + ":train", None, opts)
-    test = _load([samples[i] for i in test_idx], root, label + ":test", train.class_names, opts)
-    return train, test
+    splits = split_samples(root, test_fraction=test_fraction, seed=seed)
+    train = _load(splits.train, root, splits.train_name, None, opts)
+    return train, _load(splits.test, root, splits.test_name, train.class_names, opts)
 
 
 def inspect_dataset(

@@ -49,6 +49,7 @@ from sprint2.tasks import Task, TaskData, make_task
 
 if TYPE_CHECKING:
     from sprint2.loading import LoadOptions
+    from sprint2.voc import Sample
 
 __all__ = [
     "HISTORY_FIELDS",
@@ -798,14 +799,19 @@ def _config(
 
 
 def _load_options(
-    model: str, data_dir: Path, seed: int, load: LoadOptions | None, replicas: int, budget: float | None
+    model: str,
+    samples: Sequence[Sample],
+    load: LoadOptions | None,
+    replicas: int,
+    budget: float | None,
 ) -> tuple[LoadOptions, Schedule | None]:
-    """(LoadOptions, Schedule or None): the detector's input size comes from its schedule unless given."""
+    """(LoadOptions, Schedule or None): the detector's schedule comes from the annotations of the
+    training samples, and its input size is used unless `load` is given."""
     from sprint2.loading import LoadOptions  # light; imported here so model code loads without it
 
     if model != "detector":
         return (load if load is not None else LoadOptions(size=DEFAULT_SIZE, errors="skip")), None
-    stats = DataStats.from_samples(train_samples(data_dir, seed))
+    stats = DataStats.from_samples(samples)
     schedule = detector_schedule(
         stats, replicas=replicas, time_budget_s=DEFAULT_BUDGET_S if budget is None else budget
     )
@@ -851,12 +857,13 @@ def run_training(
     # The strategy first: logical CPU devices must be configured before TensorFlow's runtime starts.
     strat, info = get_strategy(strategy, replicas)  # type: ignore[arg-type]
     root = Path(data_dir)
-    options, schedule = _load_options(
-        model, root, seed, load, int(strat.num_replicas_in_sync), overrides.get("time_budget_s")
-    )
     # The recipe decides the validation split, so it is chosen from the file count before loading.
     name = choose_recipe(len(train_samples(root, seed)), model) if recipe == "auto" else recipe
     chosen = RECIPES[name]
+    trained_on = train_samples(root, seed, overrides.get("val_fraction"), chosen.val_fraction)
+    options, schedule = _load_options(
+        model, trained_on, load, int(strat.num_replicas_in_sync), overrides.get("time_budget_s")
+    )
     train_ds, val_ds, test_ds, val_source = load_run_splits(
         root, seed, options, overrides.get("val_fraction"), chosen.val_fraction
     )

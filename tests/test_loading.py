@@ -340,6 +340,33 @@ def test_load_splits_in_three_layouts(synthetic: Path, tmp_path: Path) -> None:
     assert a_test.class_names == a_train.class_names
 
 
+def test_a_run_trains_on_the_samples_its_schedule_reads(synthetic: Path, tmp_path: Path) -> None:
+    from sprint2.experiment import load_run_splits, train_samples
+    from sprint2.loading import split_samples
+
+    voc = generate(tmp_path / "voc", train=12, test=4, classes=3, seed=1, layout="voc")
+    main = voc / "ImageSets" / "Main"
+    ids = main.joinpath("train.txt").read_text().split()
+    main.joinpath("trainval.txt").write_text("\n".join(ids) + "\n")
+    main.joinpath("train.txt").write_text("\n".join(ids[:9]) + "\n")
+    main.joinpath("val.txt").write_text("\n".join(ids[9:]) + "\n")
+    options = LoadOptions(size=32, method="thread")
+    for root, val_fraction, default in [
+        (voc, None, 0.15),  # the dataset's own train / val / test lists
+        (voc, 0.25, 0.15),  # a share of trainval asked for
+        (voc, None, 0.0),  # a recipe without validation trains on trainval
+        (synthetic, None, 0.1),  # train/ and test/ folders
+        (synthetic / "train", None, 0.1),  # one folder: a seeded held-out test split
+    ]:
+        train, val, test, _ = load_run_splits(root, 3, options, val_fraction, default)
+        trained = {s.image_path for s in train_samples(root, 3, val_fraction, default)}
+        loaded = set(train.paths) | (set(val.paths) if val is not None else set())
+        held_out = set(val.paths) if val is not None and root == voc and val_fraction is None else set()
+        assert set(train.paths) <= trained and loaded - held_out == trained, (root, val_fraction, default)
+        assert set(test.paths) == {s.image_path for s in split_samples(root, seed=3).test}
+    assert len(train_samples(voc, 0, None, 0.15)) == 9 and len(train_samples(voc, 0)) == 12
+
+
 def test_inspect_reports_counts_and_every_failure(planted: tuple[Path, list[Path]]) -> None:
     data, bad = planted
     summary = inspect_dataset(data, method="thread")

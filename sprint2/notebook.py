@@ -102,17 +102,27 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
     "06_quantization": {
+        # the detector of notebook 05; fallback_*: the stand-in trained when it is missing (epochs and
+        # size None: the detector's schedule for the data); rounds and min_seconds: the latency rule
         "full": {
             "model_path": None,
-            "repeats": 100,
+            "rounds": 5,
+            "min_seconds": 1.0,
             "max_images": None,
             "num_threads": None,
-            "n_show": 8,
-            "fallback_epochs": 3,
-            "fallback_batch": 16,
-            "fallback_size": 64,
+            "qat_epochs": 2,
+            "fallback_epochs": None,
+            "fallback_size": None,
+            "fallback_width": 1.0,
         },
-        "quick": {"repeats": 10, "fallback_epochs": 2, "fallback_batch": 8, "fallback_size": 48},
+        "quick": {
+            "rounds": 2,
+            "min_seconds": 0.1,
+            "qat_epochs": 1,
+            "fallback_epochs": 2,
+            "fallback_size": 64,
+            "fallback_width": 0.5,
+        },
     },
     "07_scaling_out": {
         "full": {"size": 64, "epochs": 3, "timeout": 300},

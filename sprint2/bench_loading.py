@@ -1,10 +1,14 @@
 """The loading benchmark: images/s of each way to load a VOC dataset, timed side by side in one run.
 
 How it is kept fair:
-- Every method runs in the same process, round-robin, after one untimed warm-up round, and keeps its
-  best of ``repeats``; round-robin spreads a noisy neighbour over all methods instead of one.
+- Every method runs in the same process after one untimed warm-up pass. In each of ``rounds`` rounds
+  every method in turn (forward in even rounds, backward in odd ones) repeats whole passes over the
+  data until at least ``min_seconds`` have passed; a round's rate is its images over its seconds, so
+  a small dataset is timed as long as a large one. ``images_per_s`` is the median over rounds,
+  ``spread`` = (max - min) / median of the round rates, and every ratio is one of medians. Taking
+  turns puts every method through the same spells of a shared machine's load.
 - Pool start-up is left out of every method (a warm process pool, threads, tf.data traced in the
-  warm-up round); spawning the process pool is timed on its own as ``process_startup_s``.
+  warm-up pass); spawning the process pool is timed on its own as ``process_startup_s``.
 - The sprint2 methods do the full work (discover, parse XML, decode, check boxes against the image,
   resize, transform boxes, copy into the result); tf.data only decodes and resizes, so it is favoured.
 - Every method decodes a JPEG at the same reduced scale (images.reduction_factor's rule).
@@ -20,6 +24,7 @@ import contextlib
 import functools
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable
@@ -27,7 +32,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
+from sprint2.bench_training import round_order, spread
 from sprint2.loading import AUTO_METHOD, load_dataset
 from sprint2.taskqueue import (
     TaskQueue,
@@ -41,6 +48,8 @@ from sprint2.voc import discover
 logger = logging.getLogger(__name__)
 
 LOADING_METHODS = ("serial", "submit_result", "process", "thread", "tf_data")
+DEFAULT_MIN_SECONDS = 2.0
+DEFAULT_ROUNDS = 5
 
 _OPENCV_THREADS = {
     "submit_result": "1 per worker process",
@@ -158,49 +167,99 @@ def _cpu_seconds() -> float:
     return total
 
 
-def _round_robin(
-    runners: dict[str, Callable[[], int]], repeats: int
-) -> tuple[dict[str, float], dict[str, float], dict[str, int]]:
-    """Best wall seconds, least CPU seconds and image count per runner over ``repeats`` timed rounds.
+def _measure(run: Callable[[], int], min_seconds: float) -> dict[str, float]:
+    """One round of one method: whole passes until at least min_seconds of wall time have passed."""
+    images = passes = 0
+    cpu_start = _cpu_seconds()
+    start = time.perf_counter()
+    while passes == 0 or time.perf_counter() - start < min_seconds:
+        images += run()
+        passes += 1
+    seconds = time.perf_counter() - start
+    cpu = _cpu_seconds() - cpu_start
+    return {
+        "images_per_s": images / seconds,
+        "seconds": seconds,
+        "passes": passes,
+        "images": images,
+        "cpu_s": cpu,
+    }
 
-    Round 0 is untimed: it warms pools, the file cache and tf.data's tracing.
+
+def _interleaved(
+    runners: dict[str, Callable[[], int]], rounds: int, min_seconds: float
+) -> tuple[dict[str, list[dict[str, float]]], dict[str, int]]:
+    """Every runner's rounds (see the module docstring) and its images per pass.
+
+    One untimed pass per runner first: it warms pools, the file cache and tf.data's tracing.
     """
-    best: dict[str, float] = {}
-    cpu: dict[str, float] = {}
-    counts: dict[str, int] = {}
-    for round_no in range(repeats + 1):
-        for name, run in runners.items():
-            cpu_start = _cpu_seconds()
-            start = time.perf_counter()
-            counts[name] = run()
-            elapsed = time.perf_counter() - start
-            used = _cpu_seconds() - cpu_start
-            if round_no > 0:
-                best[name] = min(best.get(name, float("inf")), elapsed)
-                cpu[name] = min(cpu.get(name, float("inf")), used)
-            logger.info(
-                "%s round %d: %d images in %.3f s (%.3f CPU s)", name, round_no, counts[name], elapsed, used
-            )
-    return best, cpu, counts
+    names = list(runners)
+    counts = {name: runners[name]() for name in names}
+    measured: dict[str, list[dict[str, float]]] = {name: [] for name in names}
+    with tqdm(
+        total=rounds * len(names), desc="bench loading", unit="run", disable=None, file=sys.stderr
+    ) as bar:
+        for round_no in range(rounds):
+            for i in round_order(len(names), round_no):
+                name = names[i]
+                got = _measure(runners[name], min_seconds)
+                measured[name].append(got)
+                logger.info(
+                    "round %d, %s: %d images in %d passes, %.3f s (%.3f CPU s)",
+                    round_no + 1,
+                    name,
+                    got["images"],
+                    got["passes"],
+                    got["seconds"],
+                    got["cpu_s"],
+                )
+                bar.set_postfix_str(
+                    f"round {round_no + 1}/{rounds} {name} {got['images_per_s']:.0f} images/s"
+                )
+                bar.update()
+    return measured, counts
+
+
+def _method_entry(rounds: list[dict[str, float]], images: int, opencv: str, work: str) -> dict[str, Any]:
+    """One method's figures over its rounds: median rate, spread, the rounds themselves, CPU per image."""
+    rates = [r["images_per_s"] for r in rounds]
+    return {
+        "images_per_s": float(np.median(rates)),
+        "spread": spread(rates),
+        "round_images_per_s": rates,
+        "round_seconds": [r["seconds"] for r in rounds],
+        "round_passes": [int(r["passes"]) for r in rounds],
+        "images": images,
+        "seconds_per_pass": float(np.median([r["seconds"] / r["passes"] for r in rounds])),
+        "cpu_ms_per_image": float(np.median([1e3 * r["cpu_s"] / max(1, r["images"]) for r in rounds])),
+        "opencv_threads": opencv,
+        "work": work,
+    }
 
 
 def bench_loading(
     data_dir: Path | str,
     *,
     size: int = 128,
-    repeats: int = 3,
+    rounds: int = DEFAULT_ROUNDS,
+    min_seconds: float = DEFAULT_MIN_SECONDS,
     workers: int | None = None,
     chunk_size: int | None = None,
 ) -> dict[str, Any]:
-    """images/s of serial, submit_result, process, thread and tf_data loading, best of ``repeats``.
+    """images/s of serial, submit_result, process, thread and tf_data loading, interleaved over rounds.
 
     "submit_result" is the original sprint's pattern: a process pool fed one sample at a time, each
     submit followed at once by .result(), so it runs serially plus inter-process overhead.
-    Returns ``methods`` ({name: images_per_s, images, seconds, cpu_ms_per_image (this process and its
-    pool workers, least of the repeats), opencv_threads, work}), ``best``, ``default`` (the method
+    Returns ``methods`` ({name: images_per_s (median over rounds), spread, round_images_per_s,
+    round_seconds, round_passes, images (per pass), seconds_per_pass, cpu_ms_per_image (this process
+    and its pool workers, median over rounds), opencv_threads, work}), ``best``, ``default`` (the method
     ``load_dataset(method="auto")`` uses) with its ``speedup_vs_serial`` and ``vs_tf_data``, ``ceiling``
     (cores x serial), ``process_startup_s``, and the load average and available cores before and after.
     """
+    if rounds < 1:
+        raise ValueError(f"need rounds >= 1, got {rounds}")
+    if not min_seconds > 0:
+        raise ValueError(f"need min_seconds > 0 (loading seconds per method and round), got {min_seconds}")
     import cv2
 
     root = Path(data_dir)
@@ -220,17 +279,15 @@ def bench_loading(
         "thread": lambda: len(load_dataset(root, method="thread", **common)),
         "tf_data": _tf_data_loader(paths, size),
     }
-    best, cpu, counts = _round_robin(runners, repeats)
+    measured, counts = _interleaved(runners, rounds, min_seconds)
     opencv = {"serial": f"default ({cv2_threads} threads)", **_OPENCV_THREADS}
     methods = {
-        name: {
-            "images_per_s": counts[name] / best[name],
-            "images": counts[name],
-            "seconds": best[name],
-            "cpu_ms_per_image": 1e3 * cpu[name] / max(1, counts[name]),
-            "opencv_threads": opencv[name],
-            "work": "decode + resize only" if name == "tf_data" else "full",
-        }
+        name: _method_entry(
+            measured[name],
+            counts[name],
+            opencv[name],
+            "decode + resize only" if name == "tf_data" else "full",
+        )
         for name in runners
     }
     rate = {name: m["images_per_s"] for name, m in methods.items()}
@@ -240,13 +297,18 @@ def bench_loading(
         "load_average_1min_after": os.getloadavg()[0],
         "available_cores": [cores_before, available_cores(n_workers)],
         "cores": cores,
+        "workers": n_workers,
         "images": len(paths),
+        "rounds": rounds,
+        "min_seconds": float(min_seconds),
         "methods": methods,
         "best": max(rate, key=rate.__getitem__),
         "default": AUTO_METHOD,
         "speedup_vs_serial": rate[AUTO_METHOD] / rate["serial"],
         "vs_tf_data": rate[AUTO_METHOD] / rate["tf_data"],
         "ceiling": cores * rate["serial"],
+        "ratios_from": "medians over rounds",
+        "spread_definition": "(max - min) / median of a method's round rates",
         "startup_included": False,
         "process_startup_s": _process_startup_s(n_workers),
     }

@@ -14,7 +14,7 @@ numbers mean:
   takes WARMUP_STEPS untimed steps, then times steps until at least ``min_seconds`` have passed. A
   round's rate is its images over those seconds; ``images_per_s`` is the median over rounds and
   ``spread`` = (max - min) / median of the round rates. Taking turns puts every setting through the
-  same spells of a shared machine's load.
+  same spells of a shared machine's load. On a terminal a tqdm bar on stderr counts builds and rounds.
 - ``epoch_start_s``: the time from a new (distributed) iterator to its first batch, which every epoch
   pays once; ``epoch_s`` = that + steps per epoch x the steady step time.
 - Weak scaling: the batch is per replica, so N replicas process N x batch images per step.
@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import sys
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -46,6 +47,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 logger = logging.getLogger(__name__)
 
@@ -385,8 +387,8 @@ class _Unit:
         }
 
 
-def _train_round(units: list[_Unit], round_no: int, min_seconds: float) -> None:
-    """One round: every setting in turn (the first one rotating per round) trains min_seconds."""
+def _train_round(units: list[_Unit], round_no: int, min_seconds: float, bar: tqdm) -> None:
+    """One round: every setting in turn (in round_order) trains at least min_seconds."""
     for i in round_order(len(units), round_no):
         unit = units[i]
         got = unit.measure(min_seconds)
@@ -399,6 +401,10 @@ def _train_round(units: list[_Unit], round_no: int, min_seconds: float) -> None:
             got["steps"],
             got["seconds"],
         )
+        bar.set_postfix_str(
+            f"round {round_no + 1}, {unit.spec.name} {unit.setting}: {got['images_per_s']:.0f}/s"
+        )
+        bar.update()
 
 
 def _with_speedups(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
@@ -603,14 +609,18 @@ def bench_training(
     peaks = {d: matmul_gflops(dtype=d) for d in dtypes}  # again after the timing; the better one counts
 
     units: list[_Unit] = []
-    for spec in specs:
-        for name, kind, make in settings:
-            unit = _Unit(spec, name, kind, make(), pin=kind == "cpu" and bool(gpus))
-            unit.build(loaded[spec.input_hw], seed)
-            logger.info("%s, %s: first epoch %.2f s", spec.name, name, unit.first_epoch_s)
-            units.append(unit)
-    for round_no in range(rounds):
-        _train_round(units, round_no, min_seconds)
+    total = len(specs) * len(settings) * (1 + rounds)  # one build (the tracing epoch) and each round
+    with tqdm(total=total, desc="bench training", unit="run", disable=None, file=sys.stderr) as bar:
+        for spec in specs:
+            for name, kind, make in settings:
+                bar.set_postfix_str(f"building {spec.name} {name}")
+                unit = _Unit(spec, name, kind, make(), pin=kind == "cpu" and bool(gpus))
+                unit.build(loaded[spec.input_hw], seed)
+                logger.info("%s, %s: first epoch %.2f s", spec.name, name, unit.first_epoch_s)
+                units.append(unit)
+                bar.update()
+        for round_no in range(rounds):
+            _train_round(units, round_no, min_seconds, bar)
     peaks = {d: max(v, matmul_gflops(dtype=d)) for d, v in peaks.items()}
 
     rows: list[dict[str, Any]] = []

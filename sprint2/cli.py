@@ -10,11 +10,34 @@ import json
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from sprint2.errors import DataError, StrategyError
+
+
+class _HelpFormatter(argparse.ArgumentDefaultsHelpFormatter):
+    """Appends "(default: X)" to an option's help unless the help already states its default.
+
+    Flags and options whose default is None say in words what happens when they are left out.
+    """
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if "default" in text.lower() or action.nargs == 0 or default is None or default is argparse.SUPPRESS:
+            return text
+        return super()._get_help_string(action)
+
+
+def parsers(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.ArgumentParser]]:
+    """Every (sub)command's parser with its full name ("sprint2 bench loading"), the top level first."""
+    yield parser.prog, parser
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for sub in dict.fromkeys(action.choices.values()):  # aliases map to the same parser
+                yield from parsers(sub)
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -23,91 +46,140 @@ def _parser() -> argparse.ArgumentParser:
     sub = p.add_subparsers(dest="command", required=True)
 
     g = sub.add_parser("generate", help="write the deterministic synthetic VOC dataset")
-    g.add_argument("out_dir", type=Path)
-    g.add_argument("--train", type=int, default=200)
-    g.add_argument("--test", type=int, default=50)
-    g.add_argument("--classes", type=int, default=10)
-    g.add_argument("--seed", type=int, default=0)
-    g.add_argument("--layout", choices=["side-by-side", "voc", "folders"], default="side-by-side")
+    g.add_argument("out_dir", type=Path, help="folder to write train/ and test/ into")
+    g.add_argument("--train", type=int, default=200, help="training images")
+    g.add_argument("--test", type=int, default=50, help="test images")
+    g.add_argument("--classes", type=int, default=10, help="shape-and-colour classes")
+    g.add_argument("--seed", type=int, default=0, help="the same seed writes byte-identical files")
+    g.add_argument(
+        "--layout",
+        choices=["side-by-side", "voc", "folders"],
+        default="side-by-side",
+        help="image and XML in one folder, canonical Pascal VOC, or images/ and annotations/ folders",
+    )
     g.add_argument(
         "--objects",
         type=_int_range,
-        help="objects per image, N or LOW-HIGH (default 1-4; 1 gives the original one-object data)",
+        help="objects per image, N or LOW-HIGH (default: 1-4; 1 gives the original one-object data)",
     )
     g.add_argument(
         "--sizes",
         type=_float_range,
         help="object sides as a fraction of the shorter image side, LOW-HIGH "
-        "(default 0.25-0.7 for one object per image, 0.1-0.5 otherwise)",
+        "(default: 0.25-0.7 for one object per image, 0.1-0.5 otherwise)",
     )
 
     i = sub.add_parser("inspect", help="count images, objects and classes; list every failure")
-    i.add_argument("data_dir", type=Path)
-    i.add_argument("--json", action="store_true")
-    i.add_argument("--errors", choices=["raise", "skip"], default="skip")
-    i.add_argument("--scheduler", help="Dask scheduler address, or 'local' for a LocalCluster")
+    i.add_argument("data_dir", type=Path, help="a VOC dataset folder, in any of the three layouts")
+    i.add_argument("--json", action="store_true", help="print the summary as JSON")
+    i.add_argument(
+        "--errors",
+        choices=["raise", "skip"],
+        default="skip",
+        help="skip: list each bad file and load the rest; raise: stop at the first bad file",
+    )
+    i.add_argument(
+        "--scheduler",
+        help="Dask scheduler address, or 'local' for a LocalCluster (default: no Dask, a local process pool)",
+    )
 
     b = sub.add_parser("bench", help="side-by-side benchmarks")
     bsub = b.add_subparsers(dest="bench", required=True)
     bl = bsub.add_parser("loading", help="images/s of each loading method")
-    bl.add_argument("data_dir", type=Path)
-    bl.add_argument("--size", type=int, default=128)
-    bl.add_argument("--repeats", type=int, default=3)
-    bl.add_argument("--json", action="store_true")
+    bl.add_argument("data_dir", type=Path, help="a VOC dataset folder")
+    bl.add_argument("--size", type=int, default=128, help="side of the square every image is resized to")
+    bl.add_argument(
+        "--min-seconds",
+        type=float,
+        default=2.0,
+        help="loading seconds per method and round, whole passes over the data repeated until reached",
+    )
+    bl.add_argument(
+        "--rounds", type=int, default=5, help="rounds the methods take turns in; images/s is their median"
+    )
+    bl.add_argument("--workers", type=int, help="pool workers of the parallel methods (default: every core)")
+    bl.add_argument("--json", action="store_true", help="print the full result as JSON")
     bt = bsub.add_parser(
         "training", help="images/s of each model without a strategy, on N logical CPUs and on GPUs"
     )
-    bt.add_argument("data_dir", type=Path)
+    bt.add_argument("data_dir", type=Path, help="a VOC dataset folder; its training split is used")
     bt.add_argument(
         "--model",
         default="improved,detector",
-        help="comma-separated models (detector, improved, original); default improved,detector: the "
-        "single-box kind the original sprint timed, beside the detector that sprint2 train trains",
+        help="comma-separated models (detector, improved, original): the single-box kind the original "
+        "sprint timed, beside the detector that sprint2 train trains",
     )
-    bt.add_argument("--replicas", default="1,2,4", help="comma-separated logical CPU counts")
+    bt.add_argument(
+        "--replicas", default="1,2,4", help="comma-separated logical CPU counts, each under MirroredStrategy"
+    )
     bt.add_argument(
         "--min-seconds",
         type=float,
         default=3.0,
-        help="steady-state training seconds per setting and round, epochs streamed back to back (default 3)",
+        help="steady-state training seconds per setting and round, epochs streamed back to back",
     )
-    bt.add_argument("--rounds", type=int, default=5, help="rounds the settings take turns in (default 5)")
-    bt.add_argument("--size", type=int, default=64, help="single-box models' input side (default 64)")
-    bt.add_argument("--batch", type=int, default=32, help="single-box models' batch per replica (default 32)")
+    bt.add_argument("--rounds", type=int, default=5, help="rounds the settings take turns in")
+    bt.add_argument("--size", type=int, default=64, help="single-box models' input side")
+    bt.add_argument("--batch", type=int, default=32, help="single-box models' batch per replica")
     bt.add_argument(
         "--detector-size",
         type=_size,
-        help="detector input S or H,W, multiples of 32 (default: its schedule's)",
+        help="detector input S or H,W, multiples of 32 (default: its schedule's for the data)",
     )
-    bt.add_argument("--detector-batch", type=int, help="detector batch per replica (default: its schedule's)")
+    bt.add_argument(
+        "--detector-batch", type=int, help="detector batch per replica (default: its schedule's for the data)"
+    )
     bt.add_argument(
         "--precision",
         choices=["auto", "float32", "mixed_bfloat16"],
         default="auto",
         help="the detector's on CPU settings; auto = mixed_bfloat16 where the CPU has bf16, else float32",
     )
-    bt.add_argument("--max-images", type=int, help="train on the first N training images only")
-    bt.add_argument("--json", action="store_true")
+    bt.add_argument(
+        "--max-images", type=int, help="train on the first N training images only (default: all of them)"
+    )
+    bt.add_argument("--json", action="store_true", help="print the full result as JSON")
 
     t = sub.add_parser("train", help="train a model and evaluate it against the trivial baseline")
-    t.add_argument("data_dir", type=Path)
+    t.add_argument("data_dir", type=Path, help="a VOC dataset folder with a test split (else 20%% held out)")
     t.add_argument(
         "--model",
         choices=["detector", "improved", "original"],
         default="detector",
-        help="detector (every object, default) or a single-box model (one class and box per image)",
+        help="detector (every object) or a single-box model (one class and box per image)",
     )
-    t.add_argument("--epochs", type=int, help="epochs (detector: default from the data, within --budget)")
-    t.add_argument("--batch", type=int, help="batch size per replica")
-    t.add_argument("--strategy", choices=["auto", "cpu", "gpu", "multiworker"], default="auto")
-    t.add_argument("--replicas", type=int)
+    t.add_argument(
+        "--epochs",
+        type=int,
+        help="most epochs to train (default: detector from the data, within --budget; others 40)",
+    )
+    t.add_argument(
+        "--batch", type=int, help="batch size per replica (default: detector from its schedule; others 16)"
+    )
+    t.add_argument(
+        "--strategy",
+        choices=["auto", "cpu", "gpu", "multiworker"],
+        default="auto",
+        help="auto: every GPU, else the CPU; cpu; gpu; multiworker: the cluster in TF_CONFIG",
+    )
+    t.add_argument(
+        "--replicas",
+        type=int,
+        help="replicas to train on: the first N GPUs, or N logical CPUs where there is no GPU; multiworker "
+        "checks it against TF_CONFIG (default: every GPU, else one CPU)",
+    )
     t.add_argument(
         "--size",
         type=_size,
         help="input size S or H,W (detector: multiples of 32, default from the data; others: default 64)",
     )
-    t.add_argument("--out", type=Path, default=Path("runs/train"))
-    t.add_argument("--seed", type=int, default=0, help="split, shuffling and initialisation seed (default 0)")
+    t.add_argument(
+        "--out",
+        type=Path,
+        default=Path("runs/train"),
+        help="output folder; a run whose checkpoints are there resumes from them",
+    )
+    t.add_argument("--seed", type=int, default=0, help="split, shuffling and initialisation seed")
     t.add_argument(
         "--recipe",
         default="auto",
@@ -117,50 +189,66 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--learning-rate", type=float, help="peak learning rate (default: the schedule's, or 2e-3)"
     )
-    t.add_argument("--weight-decay", type=float, help="> 0: AdamW with this decoupled weight decay")
+    t.add_argument(
+        "--weight-decay",
+        type=float,
+        help="> 0: AdamW with this decoupled weight decay (default: 0, plain Adam)",
+    )
     t.add_argument(
         "--val-fraction",
         type=float,
         help="share of the training split held out to pick the best epoch (default: the dataset's own "
         "val split if it has one and the recipe validates, else the recipe's share)",
     )
-    t.add_argument("--patience", type=int, help="epochs without a better validation score before stopping")
+    t.add_argument(
+        "--patience",
+        type=int,
+        help="epochs without a better validation score before stopping (default: the recipe's, 15 for the "
+        "detector and 8 otherwise; without a validation split every epoch trains)",
+    )
     t.add_argument(
         "--precision",
         choices=["auto", "float32", "mixed_bfloat16", "mixed_float16"],
-        help="detector: auto = mixed_float16 on GPUs, mixed_bfloat16 on CPUs with bf16, else float32",
+        help="detector (default: auto = mixed_float16 on GPUs, mixed_bfloat16 on CPUs with bf16, else "
+        "float32); the single-box models train in float32",
     )
     t.add_argument(
         "--budget",
         type=float,
-        help="detector: training time budget in seconds (default 900) that the epoch count respects",
+        help="detector: training time budget in seconds that the epoch count respects (default: 900)",
     )
-    t.add_argument("--json", action="store_true")
+    t.add_argument("--json", action="store_true", help="print metrics.json on stdout")
 
     e = sub.add_parser("evaluate", help="score a saved model on a split of a dataset beside the baseline")
     e.add_argument("model", type=Path, help="model.keras (its model.json card must be beside it)")
-    e.add_argument("data_dir", type=Path)
-    e.add_argument("--split", choices=["test", "val", "train"], default="test")
-    e.add_argument("--json", action="store_true")
+    e.add_argument("data_dir", type=Path, help="a VOC dataset folder")
+    e.add_argument("--split", choices=["test", "val", "train"], default="test", help="the split to score")
+    e.add_argument("--json", action="store_true", help="print the scores as JSON")
 
     q = sub.add_parser("quantize", help="convert to TFLite variants and measure size, speed, accuracy")
-    q.add_argument("model", type=Path)
-    q.add_argument("data_dir", type=Path)
-    q.add_argument("--out", type=Path)
-    q.add_argument("--json", action="store_true")
+    q.add_argument("model", type=Path, help="model.keras (its model.json card must be beside it)")
+    q.add_argument("data_dir", type=Path, help="a VOC dataset folder; its test split is measured")
+    q.add_argument(
+        "--out", type=Path, help="folder for the .tflite files (default: tflite/ beside the model)"
+    )
+    q.add_argument("--json", action="store_true", help="print the full result as JSON")
 
     pr = sub.add_parser("predict", help="run a trained model on image files and folders")
     pr.add_argument("model", type=Path, help="a .keras or .tflite model with its model.json beside it")
     pr.add_argument("paths", type=Path, nargs="+", help="image files and folders (searched recursively)")
-    pr.add_argument("--out", type=Path, default=Path("predictions"), help="default: predictions/")
+    pr.add_argument(
+        "--out", type=Path, default=Path("predictions"), help="folder for the drawn images, XML and JSON"
+    )
     pr.add_argument("--score", type=float, help="score threshold (default: the model card's)")
-    pr.add_argument("--batch", type=int, default=16, help="images per model call (default 16)")
+    pr.add_argument("--batch", type=int, default=16, help="images per model call")
     pr.add_argument("--json", action="store_true", help="print detections.json on stdout")
 
     r = sub.add_parser("report", help="run every notebook headless into an HTML report")
     r.add_argument("--quick", action="store_true", help="small synthetic data, one or two epochs")
     r.add_argument("--data", type=Path, help="a VOC dataset (default: generated synthetic data)")
-    r.add_argument("--out", type=Path, default=Path("reports"))
+    r.add_argument("--out", type=Path, default=Path("reports"), help="folder for the notebooks and HTML")
+    for _, parser in parsers(p):
+        parser.formatter_class = _HelpFormatter
     return p
 
 
@@ -257,15 +345,21 @@ def _bench(args: argparse.Namespace) -> int:
     if args.bench == "loading":
         from sprint2.bench_loading import bench_loading
 
-        result = bench_loading(args.data_dir, size=args.size, repeats=args.repeats)
-        rows = [{"method": k, "images_per_s": v["images_per_s"]} for k, v in result["methods"].items()]
+        result = bench_loading(
+            args.data_dir,
+            size=args.size,
+            rounds=args.rounds,
+            min_seconds=args.min_seconds,
+            workers=args.workers,
+        )
         if args.json:
             print(json.dumps(result, indent=2))
-        else:
-            _table(rows)
-            for key, value in result.items():
-                if key != "methods":
-                    print(f"{key}: {value}")
+            return 0
+        columns = "images_per_s spread seconds_per_pass cpu_ms_per_image".split()
+        _table([{"method": k, **{c: v[c] for c in columns}} for k, v in result["methods"].items()])
+        for key, value in result.items():
+            if key not in ("methods", "ratios_from", "spread_definition"):
+                print(f"{key}: {value}")
         return 0
     from sprint2.bench_training import bench_training
 
@@ -435,7 +529,7 @@ def _report(args: argparse.Namespace) -> int:
     from sprint2.report import run_report
 
     try:
-        runs = run_report(args.out, data_dir=args.data, quick=args.quick)
+        runs = run_report(args.out, data_dir=args.data, quick=args.quick, progress=sys.stdout)
     except ReportError as exc:
         print(f"sprint2: report failed: {exc}", file=sys.stderr)
         return 1

@@ -148,15 +148,26 @@ def _read_tf_config() -> tuple[dict[str, list[str]], str, int]:
     return cluster, task_type, index
 
 
-def _multiworker() -> tuple[tf.distribute.Strategy, StrategyInfo]:
-    """MultiWorkerMirroredStrategy from TF_CONFIG; the chief is task 'chief', else worker 0."""
+def _multiworker(replicas: int | None = None) -> tuple[tf.distribute.Strategy, StrategyInfo]:
+    """MultiWorkerMirroredStrategy from TF_CONFIG; the chief is task 'chief', else worker 0.
+
+    The replica count follows from TF_CONFIG (workers x local GPUs, or x 1 on CPUs); a `replicas` that
+    disagrees is refused before the strategy connects to its peers.
+    """
     cluster, task_type, index = _read_tf_config()
+    workers = sum(len(v) for k, v in cluster.items() if k in ("chief", "worker"))
+    expected = workers * max(1, len(tf.config.list_physical_devices("GPU")))
+    if replicas is not None and replicas != expected:
+        raise StrategyError(
+            f"asked for {replicas} replicas, but strategy 'multiworker' gets its replicas from TF_CONFIG: "
+            f"{workers} workers x {expected // workers} device(s) each = {expected}; "
+            "drop --replicas or change the cluster"
+        )
     timeout = collective_timeout()
     # Without a timeout a collective whose peer died waits forever; with one it raises DeadlineExceeded.
     options = tf.distribute.experimental.CommunicationOptions(timeout_seconds=timeout)
     strategy = tf.distribute.MultiWorkerMirroredStrategy(communication_options=options)
     is_chief = task_type == "chief" or (task_type == "worker" and index == 0 and "chief" not in cluster)
-    workers = sum(len(v) for k, v in cluster.items() if k in ("chief", "worker"))
     info = StrategyInfo(
         kind="multiworker",
         devices=list(strategy.extended.worker_devices),
@@ -221,25 +232,30 @@ def mirrored_cpus(n: int) -> tf.distribute.MirroredStrategy:
 def get_strategy(
     kind: StrategyKind = "auto", replicas: int | None = None
 ) -> tuple[tf.distribute.Strategy, StrategyInfo]:
-    """Returns (strategy, info) for 'auto', 'cpu' (replicas > 1: logical CPUs), 'gpu' or 'multiworker'."""
-    if kind == "multiworker":
-        return _multiworker()
-    if kind not in ("auto", "cpu", "gpu"):
-        raise StrategyError(f"unknown strategy {kind!r}; choose auto, cpu, gpu or multiworker")
+    """Returns (strategy, info) for 'auto', 'cpu', 'gpu' or 'multiworker'.
+
+    replicas is honoured or refused, never ignored: 'gpu' and 'auto' with GPUs take the first N GPUs;
+    'cpu' and 'auto' without GPUs split the CPU into N logical devices (N > 1), which must happen
+    before TensorFlow's runtime starts; 'multiworker' checks N against TF_CONFIG.
+    """
     if replicas is not None and replicas < 1:
         raise StrategyError(f"replicas must be >= 1, got {replicas}")
-
-    if kind == "cpu" and replicas and replicas > 1:
-        devices = configure_logical_cpus(replicas)
-        strategy = mirrored_cpus(replicas)
-        reason = (
-            f"MirroredStrategy over {replicas} logical CPU devices (one physical CPU split in {replicas})"
-        )
-        return strategy, StrategyInfo("cpu", devices, replicas, reason)
+    if kind == "multiworker":
+        return _multiworker(replicas)
+    if kind not in ("auto", "cpu", "gpu"):
+        raise StrategyError(f"unknown strategy {kind!r}; choose auto, cpu, gpu or multiworker")
 
     gpus = tf.config.list_physical_devices("GPU") if kind != "cpu" else []
     if kind == "gpu" and not gpus:
         raise StrategyError("strategy 'gpu' asked for but TensorFlow sees no GPU; use 'auto' or 'cpu'")
+    if not gpus and replicas is not None and replicas > 1:
+        devices = configure_logical_cpus(replicas)
+        strategy = mirrored_cpus(replicas)
+        reason = (
+            f"MirroredStrategy over {replicas} logical CPU devices (one physical CPU split in {replicas})"
+            + (": no GPU found, so the replicas asked for are logical CPUs" if kind == "auto" else "")
+        )
+        return strategy, StrategyInfo(kind, devices, replicas, reason)
     if gpus:
         names = [d.name for d in tf.config.list_logical_devices("GPU")]
         if replicas:
@@ -253,8 +269,7 @@ def get_strategy(
 
     strategy = tf.distribute.get_strategy()
     reason = (
-        "default strategy on CPU: no GPU found (use strategy 'cpu' with replicas > 1 for MirroredStrategy "
-        "over logical CPUs)"
+        "default strategy on CPU: no GPU found (replicas > 1 gives MirroredStrategy over logical CPUs)"
         if kind == "auto"
         else "default strategy on CPU (one replica)"
     )

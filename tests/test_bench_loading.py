@@ -1,10 +1,11 @@
-"""Tests of sprint2.bench_loading: structure of the result and equal work across methods (never timings)."""
+"""sprint2.bench_loading: the result's structure, rounds and medians, equal work per method (never speeds)."""
 
 from __future__ import annotations
 
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 from sprint2.bench_loading import LOADING_METHODS, available_cores, bench_loading
@@ -18,13 +19,14 @@ def small_set(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 
 def test_bench_loading_reports_every_method_on_the_same_images(small_set: Path) -> None:
-    result = bench_loading(small_set, size=48, repeats=1, workers=2)
+    result = bench_loading(small_set, size=48, rounds=2, min_seconds=0.05, workers=2)
     json.dumps(result)  # the CLI prints it with --json
     assert {"cores", "images", "methods", "best", "speedup_vs_serial", "vs_tf_data"} <= set(result)
-    assert result["images"] == 16 and result["cores"] >= 1
+    assert result["images"] == 16 and result["cores"] >= 1 and result["workers"] == 2
+    assert result["rounds"] == 2 and result["min_seconds"] == 0.05
     assert set(result["methods"]) == set(LOADING_METHODS)
     for name, entry in result["methods"].items():
-        assert entry["images"] == 16, name  # every method loaded every image
+        assert entry["images"] == 16, name  # every method loaded every image in each pass
         assert isinstance(entry["images_per_s"], float) and entry["images_per_s"] > 0
         # CPU time comes in clock ticks (10 ms), so on 16 tiny images a run may read as zero.
         assert isinstance(entry["cpu_ms_per_image"], float) and entry["cpu_ms_per_image"] >= 0, name
@@ -40,6 +42,32 @@ def test_bench_loading_reports_every_method_on_the_same_images(small_set: Path) 
     assert result["vs_tf_data"] == pytest.approx(rates[default] / rates["tf_data"])
     assert result["ceiling"] == pytest.approx(result["cores"] * rates["serial"])
     assert result["startup_included"] is False and result["process_startup_s"] > 0
+
+
+def test_each_method_runs_every_round_for_at_least_min_seconds_and_reports_median_and_spread(
+    small_set: Path,
+) -> None:
+    result = bench_loading(small_set, size=32, rounds=3, min_seconds=0.2, workers=2)
+    for name, entry in result["methods"].items():
+        rates, seconds, passes = entry["round_images_per_s"], entry["round_seconds"], entry["round_passes"]
+        assert len(rates) == len(seconds) == len(passes) == 3, name
+        assert all(s >= 0.2 for s in seconds), (name, seconds)
+        # A round's rate is whole passes over the data divided by its seconds.
+        for rate, secs, n in zip(rates, seconds, passes):
+            assert n >= 1 and rate * secs == pytest.approx(n * entry["images"], rel=1e-9), name
+        assert entry["images_per_s"] == pytest.approx(float(np.median(rates)))
+        assert entry["spread"] == pytest.approx((max(rates) - min(rates)) / np.median(rates))
+        assert 0 < entry["seconds_per_pass"] <= max(seconds)
+    # The plain loop over 16 images of 32 px takes far less than 0.2 s, so its rounds repeat passes.
+    assert max(result["methods"]["serial"]["round_passes"]) > 1
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"), [({"rounds": 0}, "rounds >= 1"), ({"min_seconds": 0.0}, "min_seconds > 0")]
+)
+def test_bad_arguments_are_refused(small_set: Path, kwargs: dict, message: str) -> None:
+    with pytest.raises(ValueError, match=message):
+        bench_loading(small_set, **kwargs)
 
 
 def test_available_cores_is_between_zero_and_the_thread_count() -> None:

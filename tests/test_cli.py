@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import os
 import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
-from sprint2.cli import main
+from sprint2.cli import _parser, main, parsers
+from sprint2.schedule import DEFAULT_BUDGET_S
 from sprint2.synthetic import generate, plant_bad_files
 
 
@@ -86,13 +89,84 @@ def test_inspect_real_datasets(shared_datasets: Path, capsys) -> None:
     assert "0 failed, 2 boxes dropped" in text and "BloodImage_00343.xml: object 4: degenerate box" in text
 
 
-def test_bench_loading_json(small: Path, capsys) -> None:
-    assert main(["bench", "loading", str(small / "train"), "--size", "32", "--repeats", "1", "--json"]) == 0
+def test_bench_loading_json_has_median_and_spread_per_method(small: Path, capsys) -> None:
+    args = [
+        "bench",
+        "loading",
+        str(small / "train"),
+        "--size",
+        "32",
+        "--rounds",
+        "2",
+        "--min-seconds",
+        "0.05",
+    ]
+    assert main([*args, "--workers", "2", "--json"]) == 0
     result = _json(capsys)
     assert {"cores", "images", "methods", "best", "speedup_vs_serial", "vs_tf_data"} <= set(result)
-    assert result["images"] == 24
+    assert result["images"] == 24 and result["rounds"] == 2 and result["min_seconds"] == 0.05
     assert set(result["methods"]) == {"serial", "submit_result", "process", "thread", "tf_data"}
-    assert all(m["images_per_s"] > 0 for m in result["methods"].values())
+    for method in result["methods"].values():
+        rates = method["round_images_per_s"]
+        assert len(rates) == 2 and min(rates) > 0
+        assert method["images_per_s"] == pytest.approx(float(np.median(rates)))
+        assert method["spread"] == pytest.approx((max(rates) - min(rates)) / np.median(rates))
+
+
+def _help_lines() -> dict[str, dict[str, str]]:
+    """Per (sub)command, each argument's help as argparse prints it (defaults filled in)."""
+    out = {}
+    for name, parser in parsers(_parser()):
+        formatter = parser._get_formatter()
+        out[name] = {
+            "/".join(a.option_strings) or a.dest: formatter._expand_help(a)
+            for a in parser._actions
+            if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction))
+        }
+    return out
+
+
+def test_every_option_of_every_subcommand_has_help_stating_its_default() -> None:
+    parser = _parser()
+    commands = {name for name, _ in parsers(parser)}
+    assert {
+        "sprint2 generate",
+        "sprint2 bench loading",
+        "sprint2 bench training",
+        "sprint2 train",
+    } <= commands
+    for name, sub in parsers(parser):
+        for action in sub._actions:
+            if isinstance(action, (argparse._HelpAction, argparse._SubParsersAction)):
+                continue
+            label = f"{name} {'/'.join(action.option_strings) or action.dest}"
+            text = _help_lines()[name]["/".join(action.option_strings) or action.dest]
+            assert text.strip(), f"{label} has no help line"
+            if action.option_strings and action.nargs != 0:  # an option with a value: its default is stated
+                assert "default" in text, f"{label}: {text!r} does not state its default"
+        assert "default: None" not in sub.format_help(), name
+    lines = _help_lines()
+    assert lines["sprint2 generate"]["--train"] == "training images (default: 200)"
+    assert "(default: runs/train)" in lines["sprint2 train"]["--out"]
+    assert "(default: every GPU, else one CPU)" in lines["sprint2 train"]["--replicas"]
+    assert f"(default: {DEFAULT_BUDGET_S:.0f})" in lines["sprint2 train"]["--budget"]
+
+
+def test_help_defaults_are_the_functions_defaults(capsys) -> None:
+    from sprint2 import bench_loading, bench_training
+
+    sub = dict(parsers(_parser()))
+    loading, training = sub["sprint2 bench loading"], sub["sprint2 bench training"]
+    assert loading.get_default("min_seconds") == bench_loading.DEFAULT_MIN_SECONDS
+    assert loading.get_default("rounds") == bench_loading.DEFAULT_ROUNDS
+    assert training.get_default("min_seconds") == bench_training.DEFAULT_MIN_SECONDS
+    assert training.get_default("rounds") == bench_training.DEFAULT_ROUNDS
+    assert training.get_default("model") == ",".join(bench_training.DEFAULT_MODELS)
+    with pytest.raises(SystemExit) as exit_info:
+        main(["generate", "--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    assert "--train TRAIN" in text and "(default: 200)" in text
 
 
 def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -176,3 +250,69 @@ def test_strategy_errors_are_reported_without_a_traceback(small: Path, tmp_path:
     assert run.returncode == 1
     assert "sprint2: error:" in run.stderr and "TF_CONFIG" in run.stderr
     assert "Traceback" not in run.stderr
+
+
+def _cli_on_a_terminal(*args: str) -> tuple[subprocess.CompletedProcess[str], str]:
+    """Runs the CLI with stderr on a pseudo-terminal of 120 columns (tqdm draws its bars there only)."""
+    import fcntl
+    import pty
+    import struct
+    import termios
+    import threading
+
+    master, slave = pty.openpty()
+    fcntl.ioctl(slave, termios.TIOCSWINSZ, struct.pack("HHHH", 24, 120, 0, 0))
+    chunks: list[bytes] = []
+
+    def read() -> None:
+        while True:
+            try:
+                data = os.read(master, 4096)
+            except OSError:  # the other end closed
+                return
+            if not data:
+                return
+            chunks.append(data)
+
+    reader = threading.Thread(target=read, daemon=True)
+    reader.start()
+    try:
+        run = subprocess.run(
+            [sys.executable, "-m", "sprint2", *args],
+            stdout=subprocess.PIPE,
+            stderr=slave,
+            text=True,
+            timeout=600,
+        )
+    finally:
+        os.close(slave)
+    reader.join(10)
+    os.close(master)
+    return run, b"".join(chunks).decode(errors="replace")
+
+
+def test_train_replicas_2_with_strategy_auto_on_cpu_trains_on_two_replicas_and_resumes_visibly(
+    small: Path, tmp_path: Path
+) -> None:
+    import tensorflow as tf
+
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("with GPUs, auto takes the GPUs")
+    out = tmp_path / "run"
+    common = ["train", str(small), "--model", "improved", "--size", "32", "--batch", "4", "--out", str(out)]
+    common += ["--val-fraction", "0.25"]  # a validation split, whose score the bar shows
+    run = _cli(*common, "--replicas", "2", "--strategy", "auto", "--epochs", "1", "--json")
+    assert run.returncode == 0, run.stderr[-2000:]
+    for metrics in (json.loads(run.stdout), json.loads((out / "metrics.json").read_text())):
+        assert metrics["replicas"] == 2 and metrics["strategy"] == "auto"
+        assert len(metrics["strategy_info"]["devices"]) == 2
+    assert "resumed" not in run.stderr
+
+    # One more epoch from the same folder: the run says where it resumed and shows its epoch bar.
+    run, stderr = _cli_on_a_terminal(*common, "--replicas", "2", "--epochs", "2", "--json")
+    assert run.returncode == 0, stderr[-2000:]
+    resumed = json.loads(run.stdout)
+    assert resumed["replicas"] == 2 and resumed["start_epoch"] == 2
+    assert f"resumed from the checkpoint of epoch 1 in {out / 'checkpoints'}" in stderr
+    assert "training continues at epoch 2 of 2" in stderr
+    assert "2/2" in stderr and "loss=" in stderr and "val_loss=" in stderr and "val_mean_iou=" in stderr

@@ -107,3 +107,51 @@ def test_check_same_start_refuses_workers_at_different_epochs(monkeypatch) -> No
     monkeypatch.setattr(distribute, "gather_ints", lambda strategy, value: [value, 1])
     with pytest.raises(StrategyError, match=r"different epochs \[3, 1\].*/runs/mw/checkpoints.*shared"):
         distribute.check_same_start(strategy, info, 3, Path("/runs/mw"))
+
+
+def test_auto_with_replicas_on_a_cpu_machine_gives_that_many_logical_cpus() -> None:
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU: auto takes GPUs there")
+    code = """
+import json
+from sprint2.distribute import get_strategy
+s, info = get_strategy("auto", replicas=2)
+print(json.dumps({"replicas": s.num_replicas_in_sync, "info": info.as_dict()}))
+"""
+    proc = _run(code)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["replicas"] == 2 and out["info"]["replicas"] == 2 and out["info"]["kind"] == "auto"
+    assert len(out["info"]["devices"]) == 2 and all("CPU" in d for d in out["info"]["devices"])
+    assert "logical CPU" in out["info"]["reason"] and "no GPU" in out["info"]["reason"]
+
+
+def test_auto_with_replicas_after_the_runtime_started_fails_instead_of_ignoring_them() -> None:
+    if tf.config.list_physical_devices("GPU"):
+        pytest.skip("this machine has a GPU")
+    code = """
+import tensorflow as tf
+from sprint2.distribute import StrategyError, get_strategy
+tf.constant(1.0) + 1.0
+try:
+    get_strategy("auto", replicas=2)
+except StrategyError as exc:
+    print("ERROR:", exc)
+"""
+    proc = _run(code)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "ERROR: cannot create 2 logical CPU devices" in proc.stdout and "restart" in proc.stdout
+
+
+def test_replicas_that_cannot_be_honoured_are_refused(monkeypatch) -> None:
+    with pytest.raises(StrategyError, match="replicas must be >= 1"):
+        get_strategy("auto", replicas=0)
+    gpus = len(tf.config.list_physical_devices("GPU"))
+    with pytest.raises(StrategyError, match=f"asked for {gpus + 1} GPU replicas" if gpus else "no GPU"):
+        get_strategy("gpu", replicas=gpus + 1)
+    cluster = {"worker": ["localhost:1", "localhost:2"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster, "task": {"type": "worker", "index": 0}}))
+    per_worker = max(1, gpus)
+    # Refused before the strategy is created, so no peer is contacted.
+    with pytest.raises(StrategyError, match=rf"asked for 3 replicas.*TF_CONFIG: 2 workers x {per_worker}"):
+        get_strategy("multiworker", replicas=3)

@@ -31,8 +31,9 @@ logger = logging.getLogger(__name__)
 #: the ones it changes. None is a real value: "let the called function decide" (every core, ...).
 SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
     "01_parallel_loading": {
-        "full": {"size": 128, "repeats": 3},
-        "quick": {"repeats": 1},
+        # rounds and min_seconds: the benchmark rule (each method runs min_seconds per round)
+        "full": {"size": 128, "rounds": 5, "min_seconds": 1.0},
+        "quick": {"rounds": 2, "min_seconds": 0.1},
     },
     "02_box_visualization": {
         "full": {"size": 128, "n_samples": 8},

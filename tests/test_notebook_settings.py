@@ -38,7 +38,11 @@ def test_quick_and_full_values_differ_where_the_table_says() -> None:
     assert quick["n_cases"] == full["n_cases"] == 8 and quick["strategy"] == "auto"
     assert notebook.resolve("03_cpu_vs_gpu_timing", quick=True)["replicas"] == [1, 2]
     assert notebook.resolve("03_cpu_vs_gpu_timing", quick=False)["replicas"] == [1, 2, 4]
-    assert notebook.resolve("01_parallel_loading", quick=True) == {"size": 128, "repeats": 1}
+    assert notebook.resolve("01_parallel_loading", quick=True) == {
+        "size": 128,
+        "rounds": 2,
+        "min_seconds": 0.1,
+    }
 
 
 def test_an_explicit_parameter_wins_and_none_takes_the_table() -> None:
@@ -101,9 +105,9 @@ def test_setup_resolves_paths_and_checks_the_data_folder(tmp_path: Path) -> None
     (data / "train").mkdir(parents=True)
     cfg = notebook.setup("01_parallel_loading", data_dir=str(data), out_dir=tmp_path / "out", quick=True)
     assert cfg.data == data.resolve() and cfg.out == (tmp_path / "out").resolve() and cfg.out.is_dir()
-    assert cfg.train_dir == data / "train" and cfg.repeats == 1 and cfg.quick is True
-    assert cfg.settings == {"size": 128, "repeats": 1}
-    assert "repeats" in cfg._repr_html_() and "mode: quick" in str(cfg)
+    assert cfg.train_dir == data / "train" and cfg.rounds == 2 and cfg.quick is True
+    assert cfg.settings == {"size": 128, "rounds": 2, "min_seconds": 0.1}
+    assert "min_seconds" in cfg._repr_html_() and "mode: quick" in str(cfg)
     with pytest.raises(AttributeError, match="no setting 'epochs'"):
         _ = cfg.epochs
     with pytest.raises(DataError, match="missing: data folder does not exist"):

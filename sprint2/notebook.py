@@ -2,13 +2,16 @@
 
 A notebook's ``parameters`` cell holds its settings; a setting left at None takes its value from
 :data:`SETTINGS` for the mode asked for, so quick mode's smaller numbers live here and nowhere else.
-Light on purpose: notebook 03 calls :func:`setup` before TensorFlow may start.
+Light on purpose: notebook 03 calls :func:`setup` before TensorFlow may start. Imported in a Jupyter
+kernel, it filters TensorFlow's start-up notices out of the kernel's native stderr (:mod:`sprint2.quiet`),
+so every notebook imports it before anything that imports TensorFlow.
 """
 
 from __future__ import annotations
 
 import html
 import logging
+import sys
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
@@ -18,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from sprint2 import quiet
 from sprint2.errors import DataError
 
 if TYPE_CHECKING:
@@ -139,6 +143,14 @@ QUIET_TENSORFLOW = frozenset(
 )
 
 
+def quiet_tensorflow_startup() -> bool:
+    """In a Jupyter kernel, drop TensorFlow's start-up notices from native stderr; True when filtering."""
+    return "ipykernel" in sys.modules and quiet.filter_native_stderr()
+
+
+quiet_tensorflow_startup()
+
+
 @dataclass(frozen=True)
 class NotebookSetup:
     """A notebook's resolved settings and paths; ``cfg.size`` reads the setting ``size``."""
@@ -204,6 +216,7 @@ def setup(
     Without data_dir the default synthetic dataset (quick or full) is generated under out_dir/data.
     """
     settings = resolve(name, bool(quick), **parameters)
+    quiet_tensorflow_startup()
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
     if data_dir:

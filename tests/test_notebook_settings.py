@@ -193,3 +193,14 @@ def test_detector_notebook_sizes_fit_the_detector() -> None:
         assert size is None or all(side > 0 and side % 32 == 0 for side in target_size(size)), (quick, size)
     assert notebook.resolve("05_detector", quick=False)["detector_size"] is None
     assert "05_detector" in notebook.QUIET_TENSORFLOW
+
+
+def test_the_stderr_filter_starts_only_in_a_jupyter_kernel() -> None:
+    """Outside a kernel importing sprint2.notebook leaves descriptor 2 alone; inside one it filters it."""
+    code = "import sys, sprint2.notebook, sprint2.quiet; print(sprint2.quiet._installed_fd)"
+    plain = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert plain.stdout.split() == ["None"], plain.stdout + plain.stderr
+    kernel = subprocess.run(
+        [sys.executable, "-c", "import ipykernel; " + code], capture_output=True, text=True
+    )
+    assert kernel.stdout.split() == ["2"], kernel.stdout + kernel.stderr

@@ -1,0 +1,103 @@
+"""Keep TensorFlow's start-up lines out of notebook outputs while every other line of native stderr shows.
+
+TensorFlow 2.21 writes its start-up notices from C++ straight to file descriptor 2, several of them
+while its shared libraries load and before any setting it reads can silence them: absl's banner, the
+oneDNN notice, "could not find cuda drivers", "failed call to cuInit" and the CPU-feature notice.
+``TF_CPP_MIN_LOG_LEVEL`` hides the CPU-feature notice from 1 up and the cuInit error only at 3, which
+hides every native error too; ``TF_ENABLE_ONEDNN_OPTS=0`` would change the arithmetic being measured;
+absl's and gRPC's variables change none of them. So the kernel's descriptor 2 is passed through a line
+filter that drops exactly these lines. Python's warnings do not use descriptor 2 in a kernel.
+Standard library only: this runs before TensorFlow is imported.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import re
+import select
+import threading
+
+logger = logging.getLogger(__name__)
+
+#: The start-up notices, one pattern per line; C++ log lines read ``I0000 00:00:17.9 25529 port.cc:153] ...``
+STARTUP_NOISE: tuple[re.Pattern[str], ...] = (
+    re.compile(r"^WARNING: All log messages before absl::InitializeLog\(\) is called are written to STDERR$"),
+    re.compile(r"^[IW]\d{4} [\d:.]+\s+\d+ port\.cc:\d+\] oneDNN custom operations are on"),
+    re.compile(r"^[IW]\d{4} [\d:.]+\s+\d+ cudart_stub\.cc:\d+\] Could not find cuda drivers on your machine"),
+    re.compile(r"^E\d{4} [\d:.]+\s+\d+ cuda_(platform|executor)\.cc:\d+\] failed call to cuInit: "),
+    re.compile(r"^[IW]\d{4} [\d:.]+\s+\d+ cpu_feature_guard\.cc:\d+\] This TensorFlow binary is optimized"),
+    re.compile(r"^To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler"),
+)
+
+#: A partial line waits this long for its end before it is written as it is (prompts, progress bars).
+PARTIAL_LINE_WAIT_S = 0.2
+
+_lock = threading.Lock()
+_installed_fd: int | None = None
+
+
+def is_startup_noise(line: str) -> bool:
+    """Whether one line of stderr (without its newline) is one of TensorFlow's start-up notices."""
+    return any(pattern.search(line) for pattern in STARTUP_NOISE)
+
+
+def filter_native_stderr(fd: int = 2) -> bool:
+    """Route descriptor ``fd`` through a thread that drops the start-up notices; once per process.
+
+    Returns True when the filter is in place (installed now or before), False when ``fd`` cannot be
+    redirected (closed, not a descriptor).
+    """
+    global _installed_fd
+    with _lock:
+        if _installed_fd == fd:
+            return True
+        try:
+            target = os.dup(fd)
+        except OSError as exc:
+            logger.debug("descriptor %d not filtered: %s", fd, exc)
+            return False
+        read_end, write_end = os.pipe()
+        os.dup2(write_end, fd)
+        os.close(write_end)
+        threading.Thread(
+            target=_pump, args=(read_end, target), name="sprint2-stderr-filter", daemon=True
+        ).start()
+        _installed_fd = fd
+        return True
+
+
+def _pump(read_end: int, target: int) -> None:
+    """Copy lines from ``read_end`` to ``target`` without the start-up notices, until end of file.
+
+    Reading goes on when ``target`` has closed (the kernel shutting down), so writers never block.
+    """
+    pending = b""
+    out: int | None = target
+    while True:
+        ready, _, _ = select.select([read_end], [], [], PARTIAL_LINE_WAIT_S if pending else None)
+        if not ready:  # a partial line that did not end in time: written as it is
+            out, pending = _write(out, pending), b""
+            continue
+        chunk = os.read(read_end, 65536)
+        if not chunk:
+            break
+        *lines, pending = (pending + chunk).split(b"\n")
+        kept = [line for line in lines if not is_startup_noise(line.decode("utf-8", "replace"))]
+        if kept:
+            out = _write(out, b"\n".join(kept) + b"\n")
+    _write(out, pending)
+    os.close(read_end)
+
+
+def _write(target: int | None, data: bytes) -> int | None:
+    """Write all of ``data`` to descriptor ``target``; None from then on once ``target`` is gone."""
+    if target is None:
+        return None
+    view = memoryview(data)
+    try:
+        while view:
+            view = view[os.write(target, view) :]
+    except OSError:
+        return None
+    return target

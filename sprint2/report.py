@@ -1,19 +1,20 @@
-"""Run the notebook series headless with papermill and write an HTML index of the results.
+"""Run the notebook series headless with papermill and write the report's front page.
 
 Each notebook receives ``data_dir``, ``out_dir`` and ``quick`` as parameters and may record its key
-figures with :func:`record`; the index shows them beside each notebook's status and duration.
+figures with :func:`record`; :mod:`sprint2.frontpage` reads the sprint's claims from them.
 """
 
 from __future__ import annotations
 
-import html
 import json
 import logging
+import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO, TextIO
 
+from sprint2 import frontpage
 from sprint2.errors import ReportError
 
 logger = logging.getLogger(__name__)
@@ -21,6 +22,7 @@ logger = logging.getLogger(__name__)
 NOTEBOOKS_DIR = Path(__file__).resolve().parents[1] / "notebooks"
 KERNEL = "sprint2"
 FIGURES_DIR = "figures"
+LOGS_DIR = "logs"
 
 
 @dataclass
@@ -34,6 +36,7 @@ class NotebookRun:
     html: str = ""
     error: str = ""
     figures: dict[str, Any] = field(default_factory=dict)
+    thumbnail: str = ""  # the representative plot's PNG, relative to the report folder
 
 
 def record(out_dir: str | Path, notebook: str, **figures: Any) -> Path:
@@ -85,12 +88,14 @@ def run_report(
     quick: bool = False,
     notebooks_dir: str | Path = NOTEBOOKS_DIR,
     only: list[str] | None = None,
+    progress: TextIO | None = None,
 ) -> list[NotebookRun]:
-    """Execute every notebook in order into ``out_dir``, render HTML and write ``index.html``.
+    """Execute every notebook in order into ``out_dir``, render HTML and write the front page.
 
     Without ``data_dir`` the default synthetic dataset is generated under ``out_dir/data``.
     The first failing notebook stops the run: its partly executed copy stays in ``out_dir``,
-    the index shows it, and :class:`ReportError` names the notebook and the error.
+    the front page shows it, and :class:`ReportError` names the notebook, the cell and the error.
+    ``progress`` (a console) gets one line per notebook, ``[4/7] name ... ok, 12.3 s``, and the page's path.
     """
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
@@ -109,44 +114,94 @@ def run_report(
     kernel = kernel_name()
     params = {"data_dir": str(data), "out_dir": str(out), "quick": bool(quick)}
     failed = None
-    for nb, run in zip(notebooks, runs):
+    for i, (nb, run) in enumerate(zip(notebooks, runs), start=1):
+        _say(progress, f"[{i}/{len(runs)}] {nb.stem} ... ", end="")
         _execute(nb, run, out, params, kernel)
+        _say(progress, f"{run.status}, {run.seconds:.1f} s" + (f": {run.error}" if run.error else ""))
         if run.status == "failed":
             failed = ReportError(f"{nb.name} failed: {run.error} (partial output: {out / run.notebook})")
             break
-    write_index(out, runs, quick=quick, data_dir=data)
+    page = write_index(out, runs, quick=quick, data_dir=data)
+    _say(progress, f"report: {page}")
     if failed is not None:
         raise failed
     return runs
 
 
+def _say(progress: TextIO | None, text: str, end: str = "\n") -> None:
+    """Write one piece of progress to the console, if there is one, at once."""
+    if progress is not None:
+        progress.write(text + end)
+        progress.flush()
+
+
 def _execute(nb: Path, run: NotebookRun, out: Path, params: dict[str, Any], kernel: str) -> None:
-    """Run one notebook into ``out`` with papermill and fill ``run``: status, error, time, figures, HTML."""
+    """Run one notebook into ``out`` with papermill and fill ``run``: status, error, time, figures, HTML.
+
+    The kernel process's own stdout and stderr (start-up warnings, native logs written before or
+    outside the notebook's capture) go to ``logs/<notebook>.kernel.log``, not to the console.
+    """
     import papermill
 
     executed = out / nb.name
     run.notebook = executed.name
+    log_path = out / LOGS_DIR / f"{nb.stem}.kernel.log"
+    log_path.parent.mkdir(parents=True, exist_ok=True)
     logger.info("running %s (kernel %s, quick=%s)", nb.name, kernel, params["quick"])
     start = time.perf_counter()
-    try:
-        papermill.execute_notebook(
-            str(nb),
-            str(executed),
-            parameters=params,
-            kernel_name=kernel,
-            cwd=str(out),
-            progress_bar=False,
-            log_output=False,
-        )
-        run.status = "ok"
-    except papermill.PapermillExecutionError as exc:
-        run.status, run.error = "failed", f"{exc.ename}: {exc.evalue}"
-    except Exception as exc:  # the kernel died, no parameters cell, ...
-        run.status, run.error = "failed", f"{type(exc).__name__}: {exc}"
+    with log_path.open("wb") as log:
+        try:
+            papermill.execute_notebook(
+                str(nb),
+                str(executed),
+                parameters=params,
+                kernel_name=kernel,
+                cwd=str(out),
+                progress_bar=False,
+                log_output=False,
+                kernel_manager_class=_kernel_manager_class(log),
+            )
+            run.status = "ok"
+        except papermill.PapermillExecutionError as exc:
+            run.status = "failed"
+            run.error = f"cell {exc.cell_index + 1} (In [{exc.exec_count}]) {exc.ename}: {exc.evalue}"
+        except Exception as exc:  # the kernel died, no parameters cell, ...
+            run.status, run.error = "failed", f"{type(exc).__name__}: {exc} (kernel log: {log_path})"
     run.seconds = round(time.perf_counter() - start, 2)
     run.figures = _read_figures(_figures_path(out, nb.stem))
     if executed.exists():
         run.html = _render_html(executed)
+        run.thumbnail = frontpage.extract_thumbnail(executed, out / frontpage.THUMBNAILS_DIR)
+
+
+def _kernel_manager_class(log: BinaryIO) -> type:
+    """A kernel manager whose kernel writes its own output to ``log`` and runs as it would under Jupyter.
+
+    Rules: the kernel captures native output into the notebook as Jupyter's does, also when this runs
+    under pytest (ipykernel skips that capture when PYTEST_CURRENT_TEST is set), so the report holds
+    what a reader would see; the transport is CurveZMQ-encrypted when the kernel and pyzmq support it.
+    """
+    import zmq
+    from jupyter_client.manager import AsyncKernelManager
+
+    class ReportKernelManager(AsyncKernelManager):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            if zmq.has("curve"):
+                self.transport_encryption = "auto"
+
+        async def _async_pre_start_kernel(self, **kw: Any) -> tuple[list[str], dict[str, Any]]:
+            cmd, kw = await super()._async_pre_start_kernel(**kw)
+            kw["env"] = {k: v for k, v in kw.get("env", os.environ).items() if k != "PYTEST_CURRENT_TEST"}
+            kw["stdout"] = kw["stderr"] = log
+            return cmd, kw
+
+    return ReportKernelManager
+
+
+#: nbconvert's own log: its accessibility notes on every plot (no alt text) are not the reader's concern.
+_NBCONVERT_LOG = logging.getLogger(f"{__name__}.nbconvert")
+_NBCONVERT_LOG.setLevel(logging.ERROR)
 
 
 def _render_html(executed: Path) -> str:
@@ -154,65 +209,36 @@ def _render_html(executed: Path) -> str:
     import nbformat
     from nbconvert import HTMLExporter
 
-    body, _ = HTMLExporter().from_notebook_node(nbformat.read(executed, as_version=4))
+    body, _ = HTMLExporter(log=_NBCONVERT_LOG).from_notebook_node(nbformat.read(executed, as_version=4))
     target = executed.with_suffix(".html")
     target.write_text(body, encoding="utf-8")
     return target.name
 
 
 def write_index(out: Path, runs: list[NotebookRun], *, quick: bool, data_dir: Path) -> Path:
-    """Write ``index.html`` (a table of notebooks) and ``index.json`` (the same, for machines)."""
-    mode = "quick (small synthetic data, few epochs)" if quick else "full"
-    page = _PAGE.format(
-        mode=html.escape(mode),
-        data=html.escape(str(data_dir)),
-        rows="\n".join(_index_row(run) for run in runs),
-        when=time.strftime("%Y-%m-%d %H:%M:%S"),
-    )
+    """Write the front page ``index.html`` and ``index.json`` (claims, environment, every figure)."""
+    figures = {run.name: run.figures for run in runs}
+    claims = frontpage.read_claims(figures, frontpage.claim_links(out, {r.name: r.html for r in runs}))
+    env = frontpage.environment(figures, quick=quick, seeds=_seeds(runs, quick))
+    notebooks = [asdict(r) for r in runs]
+    page = frontpage.render(claims=claims, notebooks=notebooks, env=env, data_dir=str(data_dir))
     (out / "index.html").write_text(page, encoding="utf-8")
-    summary = {"quick": quick, "data_dir": str(data_dir), "notebooks": [asdict(r) for r in runs]}
+    summary = {
+        "quick": quick,
+        "data_dir": str(data_dir),
+        "environment": env,
+        "claims": claims,
+        "notebooks": notebooks,
+    }
     (out / "index.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
     return out / "index.html"
 
 
-def _index_row(run: NotebookRun) -> str:
-    """One notebook's table row: a link to its HTML, status, duration, key figures and any error."""
-    name = html.escape(run.name)
-    link = f'<a href="{html.escape(run.html)}">{name}</a>' if run.html else name
-    figures = "".join(
-        f"<li><code>{html.escape(k)}</code>: {html.escape(_fmt(v))}</li>"
-        for k, v in sorted(run.figures.items())
-    )
-    error = f'<div class="error">{html.escape(run.error)}</div>' if run.error else ""
-    return (
-        f'<tr class="{run.status.replace(" ", "-")}"><td>{link}</td><td>{run.status}</td>'
-        f"<td>{run.seconds:.1f} s</td><td><ul>{figures}</ul>{error}</td></tr>"
-    )
+def _seeds(runs: list[NotebookRun], quick: bool) -> list[Any]:
+    """The seeds the notebooks ran with: recorded ones, else their settings' for the mode."""
+    from sprint2.notebook import SETTINGS, resolve
 
-
-def _fmt(value: Any) -> str:
-    """A figure as index text: floats to 4 significant digits, dicts as k=v pairs."""
-    if isinstance(value, float):
-        return f"{value:.4g}"
-    if isinstance(value, dict):
-        return ", ".join(f"{k}={_fmt(v)}" for k, v in value.items())
-    return str(value)
-
-
-_PAGE = """<!doctype html>
-<html lang="en"><head><meta charset="utf-8"><title>sprint2 report</title>
-<style>
-body {{ font-family: system-ui, sans-serif; margin: 2rem auto; max-width: 72rem; color: #222; }}
-table {{ border-collapse: collapse; width: 100%; }}
-th, td {{ border-bottom: 1px solid #ddd; padding: .5rem; text-align: left; vertical-align: top; }}
-tr.ok td:nth-child(2) {{ color: #1a7f37; }} tr.failed td:nth-child(2) {{ color: #cf222e; font-weight: bold; }}
-tr.not-run {{ color: #888; }} ul {{ margin: 0; padding-left: 1rem; }} .error {{ color: #cf222e; }}
-</style></head><body>
-<h1>sprint2 report</h1>
-<p>Mode: {mode}. Data: <code>{data}</code>. Written {when}.</p>
-<table><thead><tr><th>Notebook</th><th>Status</th><th>Duration</th><th>Key figures</th></tr></thead>
-<tbody>
-{rows}
-</tbody></table>
-</body></html>
-"""
+    seeds = [r.figures["seed"] for r in runs if "seed" in r.figures]
+    if not seeds:
+        seeds = [resolve(r.name, quick).get("seed") for r in runs if r.name in SETTINGS]
+    return [s for s in seeds if s is not None]

@@ -35,3 +35,40 @@ def test_executed_notebooks_hold_plots(quick_report: Path) -> None:
         cells = json.loads((quick_report / nb.name).read_text())["cells"]
         images = [o for c in cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})]
         assert images, f"{nb.name} shows no plot"
+
+
+#: The phrases of TensorFlow 2.21's start-up notices (absl banner, oneDNN notice, no-GPU error).
+TENSORFLOW_NOISE = (
+    "All log messages before absl::InitializeLog()",
+    "oneDNN custom operations",
+    "failed call to cuInit",
+)
+
+
+def test_executed_notebooks_hold_no_tensorflow_start_up_lines(quick_report: Path) -> None:
+    """The runner's kernel captures native output as Jupyter's does, so these would show if emitted."""
+    for nb in find_notebooks():
+        cells = json.loads((quick_report / nb.name).read_text())["cells"]
+        texts = [
+            "".join(o.get("text", "")) + "".join(o.get("traceback", []))
+            for c in cells
+            for o in c.get("outputs", [])
+        ]
+        found = [phrase for phrase in TENSORFLOW_NOISE if any(phrase in text for text in texts)]
+        assert not found, f"{nb.name} shows TensorFlow start-up lines: {found}"
+
+
+def test_front_page_shows_every_claim_and_every_notebook_thumbnail(quick_report: Path) -> None:
+    from sprint2.frontpage import CLAIMS, NOT_MEASURED
+
+    page = (quick_report / "index.html").read_text()
+    index = json.loads((quick_report / "index.json").read_text())
+    for claim in CLAIMS:
+        assert f'id="claim-{claim.key}"' in page, claim.key
+    measured = {c["key"] for c in index["claims"] if c["measured"] != NOT_MEASURED}
+    stable = {"parallel_loading", "task_queue", "cpu_vs_gpu", "mirrored_strategy", "model_quality"}
+    assert stable <= measured, f"not measured: {sorted(stable - measured)}"
+    for entry in index["notebooks"]:
+        assert entry["thumbnail"] and (quick_report / entry["thumbnail"]).stat().st_size > 1000, entry["name"]
+        assert f'<img src="{entry["thumbnail"]}"' in page, entry["name"]
+    assert index["environment"]["mode"].startswith("quick")

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import io
 import json
+import re
+import subprocess
+import sys
 from pathlib import Path
 
 import nbformat
@@ -72,3 +76,87 @@ def test_record_merges_and_converts_numpy(tmp_path: Path) -> None:
 def test_missing_data_folder_is_a_clear_error(series: Path, tmp_path: Path) -> None:
     with pytest.raises(ReportError, match="does not exist"):
         run_report(tmp_path / "out", data_dir=tmp_path / "nope", notebooks_dir=series)
+
+
+# ----------------------------------------------------------------------------- progress and failures
+def test_progress_names_each_notebook_its_status_and_the_page(series: Path, tmp_path: Path) -> None:
+    console = io.StringIO()
+    run_report(tmp_path / "out", data_dir=tmp_path, notebooks_dir=series, progress=console)
+    lines = console.getvalue().splitlines()
+    assert re.fullmatch(r"\[1/2\] 01_first \.\.\. ok, \d+\.\d s", lines[0]), lines
+    assert re.fullmatch(r"\[2/2\] 02_second \.\.\. ok, \d+\.\d s", lines[1]), lines
+    assert lines[2] == f"report: {(tmp_path / 'out' / 'index.html').resolve()}"
+    assert len(lines) == 3, "the kernel's own warnings must not reach the console"
+    log = (tmp_path / "out" / "logs" / "01_first.kernel.log").read_text()
+    assert "without encryption" not in log, log
+
+
+def test_a_failure_names_the_cell_on_the_console(series: Path, tmp_path: Path) -> None:
+    _notebook(series / "02_second.ipynb", "x = 1", "raise ValueError('planted failure')")
+    console = io.StringIO()
+    with pytest.raises(ReportError, match=r"02_second\.ipynb failed: cell 4 \(In \[4\]\) ValueError"):
+        run_report(tmp_path / "out", data_dir=tmp_path, notebooks_dir=series, progress=console)
+    text = console.getvalue()
+    assert "[2/2] 02_second ... failed" in text and "planted failure" in text
+    assert text.rstrip().endswith("index.html")
+
+
+# ----------------------------------------------------------------------------- TensorFlow's start-up lines
+#: The phrases of TensorFlow 2.21's start-up notices on a machine without GPU.
+NOISE = ("All log messages before absl::InitializeLog()", "oneDNN custom operations", "failed call to cuInit")
+
+
+def _stderr_text(executed: Path) -> str:
+    cells = nbformat.read(executed, as_version=4).cells
+    return "".join(
+        o.get("text", "") for c in cells for o in c.get("outputs", []) if o.get("name") == "stderr"
+    )
+
+
+def test_notebooks_show_no_tensorflow_start_up_lines_but_real_warnings(tmp_path: Path) -> None:
+    """Importing sprint2.notebook first filters the notices; a native error and a Python warning stay.
+
+    The second notebook imports TensorFlow without it: the notices are there, so the check can fail.
+    """
+    pytest.importorskip("tensorflow")
+    folder = tmp_path / "notebooks"
+    folder.mkdir()
+    work = (
+        "import tensorflow as tf\n"
+        "print(float(tf.reduce_sum(tf.constant([1.0, 2.0]))))\n"
+        "import os, warnings\n"
+        "os.write(2, b'E0000 00:00:01.0 1 other.cc:1] a planted native error\\n')\n"
+        "warnings.warn('a planted python warning')"
+    )
+    _notebook(folder / "01_quiet.ipynb", "from sprint2 import notebook", work)
+    _notebook(folder / "02_loud.ipynb", work)
+    out = tmp_path / "out"
+    run_report(out, data_dir=tmp_path, notebooks_dir=folder)
+    quiet, loud = _stderr_text(out / "01_quiet.ipynb"), _stderr_text(out / "02_loud.ipynb")
+    assert not [phrase for phrase in NOISE if phrase in quiet], quiet
+    assert "a planted native error" in quiet and "a planted python warning" in quiet, quiet
+    assert NOISE[0] in loud and NOISE[1] in loud, f"the notices did not reach the notebook: {loud!r}"
+
+
+def test_the_stderr_filter_drops_only_the_notices() -> None:
+    code = (
+        "import os, time\n"
+        "from sprint2 import quiet\n"
+        "assert quiet.filter_native_stderr() and quiet.filter_native_stderr()\n"
+        "os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called are written to"
+        " STDERR\\n')\n"
+        "os.write(2, b'I0000 00:00:1796127649.563064   31940 port.cc:153] oneDNN custom operations are on."
+        " You may see ...\\nkept line\\n')\n"
+        "os.write(2, b'E0000 00:00:1796127654.495291   31940 cuda_platform.cc:52] failed call to cuInit:"
+        " INTERNAL\\n')\n"
+        "os.write(2, b'E0000 00:00:1796127654.495291   31940 other.cc:52] failed for real\\n')\n"
+        "os.write(2, b'no newline yet')\n"
+        "time.sleep(0.6)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stderr.splitlines() == [
+        "kept line",
+        "E0000 00:00:1796127654.495291   31940 other.cc:52] failed for real",
+        "no newline yet",
+    ]

@@ -41,7 +41,11 @@ def parsers(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.Arg
 
 
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="sprint2", description=__doc__.splitlines()[0])
+    p = argparse.ArgumentParser(
+        prog="sprint2",
+        description="Generate, inspect, benchmark, train, evaluate, quantize and run VOC object "
+        "detectors: the sprint 2 report as reproducible software.",
+    )
     p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
     sub = p.add_subparsers(dest="command", required=True)
 
@@ -80,7 +84,7 @@ def _parser() -> argparse.ArgumentParser:
     )
     i.add_argument(
         "--scheduler",
-        help="Dask scheduler address, or 'local' for a LocalCluster (default: no Dask, a local process pool)",
+        help="Dask scheduler address, or 'local' for a LocalCluster (default: no Dask, local threads)",
     )
 
     b = sub.add_parser("bench", help="side-by-side benchmarks")
@@ -249,6 +253,10 @@ def _parser() -> argparse.ArgumentParser:
     r.add_argument("--out", type=Path, default=Path("reports"), help="folder for the notebooks and HTML")
     for _, parser in parsers(p):
         parser.formatter_class = _HelpFormatter
+        for action in parser._actions:  # each subcommand's --help opens with its one-line summary
+            if isinstance(action, argparse._SubParsersAction):
+                for choice in action._choices_actions:
+                    action.choices[choice.dest].description = choice.help
     return p
 
 

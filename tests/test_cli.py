@@ -145,6 +145,7 @@ def test_every_option_of_every_subcommand_has_help_stating_its_default() -> None
             if action.option_strings and action.nargs != 0:  # an option with a value: its default is stated
                 assert "default" in text, f"{label}: {text!r} does not state its default"
         assert "default: None" not in sub.format_help(), name
+        assert sub.description, f"{name} --help has no summary line"
     lines = _help_lines()
     assert lines["sprint2 generate"]["--train"] == "training images (default: 200)"
     assert "(default: runs/train)" in lines["sprint2 train"]["--out"]

@@ -28,7 +28,7 @@ from typing import Any
 import keras
 import numpy as np
 import tensorflow as tf
-from tqdm.auto import tqdm
+from tqdm import tqdm  # the plain bar: disable=None turns it off unless stderr is a terminal
 
 from sprint2.bench_training import round_order, spread
 from sprint2.errors import DataError

@@ -460,6 +460,7 @@ def _train(args: argparse.Namespace) -> int:
             f"{result['model']}: strategy {result['strategy']} with {result['replicas']} replica(s), "
             f"recipe {result['recipe']}, {result['precision']}, "
             f"{result['epochs']} epochs, {result['images_per_s']:.1f} images/s"
+            + (f" (resumed at epoch {result['start_epoch']})" if result.get("start_epoch", 1) > 1 else "")
         )
         _scores_table(result["test"], result["baseline"])
         print(f"saved to {args.out}")

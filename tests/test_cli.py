@@ -310,9 +310,11 @@ def test_train_replicas_2_with_strategy_auto_on_cpu_trains_on_two_replicas_and_r
     assert "resumed" not in run.stderr
 
     # One more epoch from the same folder: the run says where it resumed and shows its epoch bar.
-    run, stderr = _cli_on_a_terminal(*common, "--replicas", "2", "--epochs", "2", "--json")
+    run, stderr = _cli_on_a_terminal(*common, "--replicas", "2", "--epochs", "2")
     assert run.returncode == 0, stderr[-2000:]
-    resumed = json.loads(run.stdout)
+    assert "with 2 replica(s)" in run.stdout and "2 epochs" in run.stdout
+    assert "(resumed at epoch 2)" in run.stdout
+    resumed = json.loads((out / "metrics.json").read_text())
     assert resumed["replicas"] == 2 and resumed["start_epoch"] == 2
     assert f"resumed from the checkpoint of epoch 1 in {out / 'checkpoints'}" in stderr
     assert "training continues at epoch 2 of 2" in stderr

@@ -27,8 +27,13 @@ logger = logging.getLogger(__name__)
 
 NOT_MEASURED = "not measured"
 THUMBNAILS_DIR = "thumbnails"
-#: A code cell with this tag supplies its notebook's thumbnail; otherwise the first plot does.
+#: A code cell with this tag supplies its notebook's thumbnail; then the first cell calling the
+#: notebook's entry in THUMBNAIL_CALLS; then the notebook's first plot.
 THUMBNAIL_TAG = "thumbnail"
+THUMBNAIL_CALLS: dict[str, str] = {
+    "04_mirrored_training": "notebook.plot_cases(",
+    "05_detector": "viz.plot_detection_gallery(",
+}
 
 Figures = Mapping[str, Any]
 
@@ -323,7 +328,8 @@ def claim_links(out: Path, html_files: Mapping[str, str]) -> dict[str, str]:
 def extract_thumbnail(executed: Path, target_dir: Path) -> str:
     """Save the executed notebook's representative plot as PNG in ``target_dir``; its path, or "".
 
-    The representative plot is the first of a cell tagged THUMBNAIL_TAG, else the notebook's first.
+    The representative plot is the first of a cell tagged THUMBNAIL_TAG, else of the first cell that
+    makes the notebook's THUMBNAIL_CALLS call, else the notebook's first plot.
     """
     if not executed.is_file():
         return ""
@@ -333,7 +339,9 @@ def extract_thumbnail(executed: Path, target_dir: Path) -> str:
         logger.warning("%s: no thumbnail, the notebook does not parse (%s)", executed, exc)
         return ""
     tagged = [c for c in cells if THUMBNAIL_TAG in c.get("metadata", {}).get("tags", [])]
-    for cell in tagged + cells:
+    call = THUMBNAIL_CALLS.get(executed.stem)
+    calling = [c for c in cells if call and call in "".join(c.get("source", ""))]
+    for cell in tagged + calling + cells:
         for output in cell.get("outputs", []):
             png = output.get("data", {}).get("image/png")
             if png:

@@ -6,7 +6,8 @@ oneDNN notice, "could not find cuda drivers", "failed call to cuInit" and the CP
 ``TF_CPP_MIN_LOG_LEVEL`` hides the CPU-feature notice from 1 up and the cuInit error only at 3, which
 hides every native error too; ``TF_ENABLE_ONEDNN_OPTS=0`` would change the arithmetic being measured;
 absl's and gRPC's variables change none of them. So the kernel's descriptor 2 is passed through a line
-filter that drops exactly these lines. Python's warnings do not use descriptor 2 in a kernel.
+filter that drops exactly these lines, and the converter's notices that a reader cannot act on
+(:data:`CONVERSION_NOISE`). Python's warnings do not use descriptor 2 in a kernel.
 Standard library only: this runs before TensorFlow is imported.
 """
 
@@ -30,6 +31,18 @@ STARTUP_NOISE: tuple[re.Pattern[str], ...] = (
     re.compile(r"^To enable the following instructions: .* rebuild TensorFlow with the appropriate compiler"),
 )
 
+#: Notices of the TFLite converter and LiteRT that say nothing a reader can act on: a converter print,
+#: a graph attribute the converter ignores (it says so), the CPU delegate LiteRT always creates.
+CONVERSION_NOISE: tuple[re.Pattern[str], ...] = (
+    re.compile(
+        r"^fully_quantize: \d+, inference_type: \d+, input_inference_type: \w+, output_inference_type: \w+$"
+    ),
+    re.compile(
+        r"^E\d{4} [\d:.]+\s+\d+ node_def_util\.cc:\d+\] NodeDef mentions attribute Truncate which is not in"
+    ),
+    re.compile(r"^INFO: Created TensorFlow Lite XNNPACK delegate for CPU\.$"),
+)
+
 #: A partial line waits this long for its end before it is written as it is (prompts, progress bars).
 PARTIAL_LINE_WAIT_S = 0.2
 
@@ -37,9 +50,9 @@ _lock = threading.Lock()
 _installed_fd: int | None = None
 
 
-def is_startup_noise(line: str) -> bool:
-    """Whether one line of stderr (without its newline) is one of TensorFlow's start-up notices."""
-    return any(pattern.search(line) for pattern in STARTUP_NOISE)
+def is_notice(line: str) -> bool:
+    """Whether one line of stderr (without its newline) is a start-up or conversion notice."""
+    return any(pattern.search(line) for pattern in STARTUP_NOISE + CONVERSION_NOISE)
 
 
 def filter_native_stderr(fd: int = 2) -> bool:
@@ -83,7 +96,7 @@ def _pump(read_end: int, target: int) -> None:
         if not chunk:
             break
         *lines, pending = (pending + chunk).split(b"\n")
-        kept = [line for line in lines if not is_startup_noise(line.decode("utf-8", "replace"))]
+        kept = [line for line in lines if not is_notice(line.decode("utf-8", "replace"))]
         if kept:
             out = _write(out, b"\n".join(kept) + b"\n")
     _write(out, pending)

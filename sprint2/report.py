@@ -234,6 +234,27 @@ def write_index(out: Path, runs: list[NotebookRun], *, quick: bool, data_dir: Pa
     return out / "index.html"
 
 
+def rewrite_index(out_dir: str | Path) -> Path:
+    """Write the front page of an earlier run again from its folder (after a change to the claims, say).
+
+    Statuses and durations come from its ``index.json``; figures and thumbnails are read afresh.
+    """
+    out = Path(out_dir).resolve()
+    index = out / "index.json"
+    if not index.is_file():
+        raise ReportError(f"{index}: no report index here")
+    summary = json.loads(index.read_text())
+    fields = {f for f in NotebookRun.__dataclass_fields__ if f not in ("figures", "thumbnail")}
+    runs = []
+    for entry in summary["notebooks"]:
+        run = NotebookRun(**{k: v for k, v in entry.items() if k in fields})
+        run.figures = _read_figures(_figures_path(out, run.name))
+        if run.notebook:
+            run.thumbnail = frontpage.extract_thumbnail(out / run.notebook, out / frontpage.THUMBNAILS_DIR)
+        runs.append(run)
+    return write_index(out, runs, quick=bool(summary["quick"]), data_dir=Path(summary["data_dir"]))
+
+
 def _seeds(runs: list[NotebookRun], quick: bool) -> list[Any]:
     """The seeds the notebooks ran with: recorded ones, else their settings' for the mode."""
     from sprint2.notebook import SETTINGS, resolve

@@ -256,3 +256,20 @@ def test_section_anchor_finds_nbconvert_heading_ids(heading: str, found: str) ->
     )
     page += ' href="#Every-loading-method,-side-by-side">¶</a></h2>'
     assert frontpage.section_anchor(page, heading) == found
+
+
+def test_the_named_call_supplies_the_thumbnail_before_the_first_plot(tmp_path: Path) -> None:
+    (name, call), *_ = frontpage.THUMBNAIL_CALLS.items()
+    other = base64.b64encode(base64.b64decode(PNG) + b"called").decode()
+    nb = nbformat.v4.new_notebook()
+    nb.cells = [
+        nbformat.v4.new_code_cell(
+            "a()", outputs=[nbformat.v4.new_output("display_data", data={"image/png": PNG})]
+        ),
+        nbformat.v4.new_code_cell(
+            f"{call}x)", outputs=[nbformat.v4.new_output("display_data", data={"image/png": other})]
+        ),
+    ]
+    nbformat.write(nb, tmp_path / f"{name}.ipynb")
+    frontpage.extract_thumbnail(tmp_path / f"{name}.ipynb", tmp_path / "t")
+    assert (tmp_path / "t" / f"{name}.png").read_bytes().endswith(b"called")

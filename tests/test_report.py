@@ -13,7 +13,7 @@ import nbformat
 import pytest
 
 from sprint2.errors import ReportError
-from sprint2.report import record, run_report
+from sprint2.report import record, rewrite_index, run_report
 
 
 def _notebook(path: Path, *cells: str) -> None:
@@ -160,3 +160,18 @@ def test_the_stderr_filter_drops_only_the_notices() -> None:
         "E0000 00:00:1796127654.495291   31940 other.cc:52] failed for real",
         "no newline yet",
     ]
+
+
+def test_rewrite_index_reads_the_figures_again(series: Path, tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    run_report(out, data_dir=tmp_path, notebooks_dir=series)
+    record(out, "01_first", answer=43.5)
+    with pytest.raises(ReportError, match="no report index"):
+        rewrite_index(tmp_path)
+    page = rewrite_index(out).read_text()
+    index = json.loads((out / "index.json").read_text())
+    assert [(n["name"], n["status"], n["figures"].get("answer")) for n in index["notebooks"]] == [
+        ("01_first", "ok", 43.5),
+        ("02_second", "ok", None),
+    ]
+    assert "43.5" in page.split("<details>")[1]

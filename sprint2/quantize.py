@@ -460,6 +460,7 @@ def qat_fine_tune(
     learning_rate: float = DEFAULT_QAT_LEARNING_RATE,
     seed: int = 0,
     run: QatRun | None = None,
+    quantize: bool = True,
 ) -> QatRun:
     """Quantization-aware fine-tuning of a Keras 3 detector on one device; returns the QatRun with the model.
 
@@ -468,15 +469,20 @@ def qat_fine_tune(
     the training split (augmented, targets from sprint2.pipeline.detection_dataset) with
     detection_loss, Adam at `learning_rate`, in a plain tf.function step (not the strategy loop:
     tfmot models are tf_keras models). Each stage is recorded in `run` first, so on an exception the
-    caller knows which call failed.
+    caller knows which call failed. `quantize` False fine-tunes the plain float twin the same way:
+    the control that tells what the extra training alone does.
     """
-    from sprint2.detector import detection_loss, qat_trainable_variables, quantization_aware
+    from sprint2.detector import detection_loss, qat_trainable_variables, quantization_aware, tf_keras_twin
     from sprint2.pipeline import detection_dataset, padded_flags, padded_targets
 
     run = run if run is not None else QatRun()
     start = time.perf_counter()
-    run.stage = "tf_keras twin + tfmot quantize_model + calibrate_quantizers"
-    qat = quantization_aware(model, width=width, calibration=representative)
+    if quantize:
+        run.stage = "tf_keras twin + tfmot quantize_model + calibrate_quantizers"
+        qat = quantization_aware(model, width=width, calibration=representative)
+    else:
+        run.stage = "tf_keras twin"
+        qat = tf_keras_twin(model, width=width)
     run.model = qat
     if epochs < 1:
         run.stage = "quantize_model (no fine-tuning)"
@@ -519,7 +525,10 @@ def qat_fine_tune(
         row = {"epoch": epoch + 1, "loss": float(np.mean(losses)), "steps": len(losses)}
         row["seconds"] = time.perf_counter() - t0
         run.epochs.append(row)
-        logger.info("QAT epoch %d/%d: loss %.4f in %.1f s", epoch + 1, epochs, row["loss"], row["seconds"])
+        what = "QAT" if quantize else "float fine-tuning"
+        logger.info(
+            "%s epoch %d/%d: loss %.4f in %.1f s", what, epoch + 1, epochs, row["loss"], row["seconds"]
+        )
         if not np.isfinite(row["loss"]):
             raise FloatingPointError(f"QAT loss became {row['loss']} in epoch {epoch + 1}")
     run.stage = "fine-tuned"
@@ -600,6 +609,7 @@ def measure_detector(
     qat_epochs: int = DEFAULT_QAT_EPOCHS,
     qat_batch: int = DEFAULT_QAT_BATCH,
     qat_learning_rate: float = DEFAULT_QAT_LEARNING_RATE,
+    qat_control: bool = False,
 ) -> dict[str, Any]:
     """Converts the detector to DETECTOR_VARIANTS (and qat_int8 with `qat`) in out_dir and measures each.
 
@@ -607,6 +617,8 @@ def measure_detector(
     latency_spread, batched_ms_per_image, speedup (Keras float batch-1 median over the variant's),
     map50, map50_95, max_diff_* (largest difference per head from Keras float on the test images).
     A failing QAT call is reported under "qat" (stage and error) and the other rows are still measured.
+    With `qat_control`, the float twin is fine-tuned the same way (same epochs, seed, batches) and its
+    float mAP is reported under "qat" / "control": the share of QAT's gain that extra training alone gives.
     """
     from sprint2.detector import int8_tflite
 
@@ -643,7 +655,30 @@ def measure_detector(
         except Exception as exc:  # QAT spans three libraries; the report names the failing stage and error
             qat_run.error = f"{type(exc).__name__}: {exc}"
             logger.warning("quantization-aware training failed at %s: %s", qat_run.stage, qat_run.error)
-
+    control: dict[str, Any] | None = None
+    if qat and qat_control:
+        tuned = QatRun()
+        control = {"what": "the float tf_keras twin fine-tuned like QAT, not quantized"}
+        try:
+            qat_fine_tune(
+                model,
+                train_ds,
+                representative,
+                width=width,
+                epochs=qat_epochs,
+                batch_size=qat_batch,
+                learning_rate=qat_learning_rate,
+                seed=seed,
+                run=tuned,
+                quantize=False,
+            )
+            float_out = run_batched(lambda x: tuned.model(x, training=False), test_images, batch_size)
+            float_out = [{k: np.asarray(v) for k, v in chunk.items()} for chunk in float_out]
+            control.update(detector_map(float_out, test_ds, card, class_names))
+        except Exception as exc:  # the control is optional: its failure is reported, not fatal
+            tuned.error = f"{type(exc).__name__}: {exc}"
+            logger.warning("the float fine-tuning control failed at %s: %s", tuned.stage, tuned.error)
+        control.update(tuned.as_dict())
     lite = {name: LiteRTPredictor(path, None, num_threads=num_threads) for name, path in paths.items()}
     reference = keras_predictor(model)
     ref_out = run_batched(reference, test_images, batch_size)
@@ -693,6 +728,7 @@ def measure_detector(
             "requested": bool(qat),
             **qat_run.as_dict(),
             "epochs_requested": int(qat_epochs) if qat else 0,
+            "control": control,
         },
         "threads": threading_info(num_threads),
         "test_images": int(len(test_images)),
@@ -725,14 +761,16 @@ def quantize_report(
     variants: Sequence[str] = VARIANTS,
     qat: bool = False,
     qat_epochs: int = DEFAULT_QAT_EPOCHS,
+    qat_control: bool = False,
 ) -> dict[str, Any]:
     """The `sprint2 quantize` report: every variant measured on the test split of `data_dir`.
 
     A detector (its card beside it says so) is measured by measure_detector on the test split of the
     run that trained it (the card's seed and validation rule); `qat` adds the quantization-aware
-    int8 row. A single-box model is measured by measure_variants (`variants`) with sprint2.evaluate
-    on load_splits' test split at its input size (`seed` picks the held-out split as in run_training;
-    `qat` records whether tfmot accepts the Keras 3 model). Both use the first `max_images` test images.
+    int8 row, `qat_control` the float fine-tuning control. A single-box model is measured by
+    measure_variants (`variants`) with sprint2.evaluate on load_splits' test split at its input size
+    (`seed` picks the held-out split as in run_training; `qat` records whether tfmot accepts the Keras 3
+    model). Both use the first `max_images` test images.
     """
     from sprint2.loading import load_splits
 
@@ -759,7 +797,9 @@ def quantize_report(
             test_ds = test_ds.head(max_images)
         if len(test_ds) == 0:
             raise ValueError(f"{data_dir}: no test images to measure on")
-        result = measure_detector(model, card, train_ds, test_ds, qat=qat, qat_epochs=qat_epochs, **common)
+        result = measure_detector(
+            model, card, train_ds, test_ds, qat=qat, qat_epochs=qat_epochs, qat_control=qat_control, **common
+        )
         image_size: Any = list(card.input_hw)
     else:
         from sprint2.evaluate import evaluate

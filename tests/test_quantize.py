@@ -346,6 +346,7 @@ def detector_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict]:
         representative_count=8,
         qat=True,
         qat_epochs=1,
+        qat_control=True,
     )
     return model_path, report
 
@@ -389,6 +390,10 @@ def test_detector_qat_fine_tunes_and_converts(detector_run: tuple[Path, dict]) -
     )
     row = next(r for r in report["variants"] if r["name"] == q.QAT_VARIANT)
     assert row["io_dtype"] == "float32" and row["size_ratio"] < 1.0
+    control = qat["control"]  # the same fine-tuning without fake quantization, scored in float
+    assert control["stage"] == "fine-tuned" and len(control["epochs"]) == 1
+    assert isinstance(control["map50"], float) and isinstance(control["map50_95"], float)
+    assert control["epochs"][0]["loss"] != qat["epochs"][0]["loss"]  # not the QAT run reported twice
 
 
 def test_every_tflite_gets_a_card_naming_its_variant(detector_run: tuple[Path, dict]) -> None:

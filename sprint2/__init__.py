@@ -7,7 +7,7 @@ train or run models (model, distribute, training, evaluate, quantize).
 import os
 
 # Keep TensorFlow's C++ info and warning logs out of notebook outputs; errors still show. A value the
-# user set wins. (TensorFlow 2.21 prints a few absl lines at import time whatever this says.)
+# user set wins. The start-up lines no level hides are filtered in Jupyter kernels by sprint2.quiet.
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
 __version__ = "0.1.0"

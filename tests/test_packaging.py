@@ -47,7 +47,8 @@ def test_runtime_dependencies_agree_with_environment_yml() -> None:
 LIGHT_MODULES = ["sprint2"] + [
     f"sprint2.{name}"
     for name in "errors dataset table decode cli report voc images taskqueue cache loading synthetic viz "
-    "bench_loading bench_training evaluate".split()
+    "bench_loading bench_training evaluate frontpage quiet notebook schedule metrics modelcard analysis "
+    "launch experiment predict".split()
 ]
 
 

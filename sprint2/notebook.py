@@ -78,6 +78,8 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
             "size": 64,
             "seed": 0,
             "n_cases": 8,
+            # objects per generated image without data_dir: one, the single-box models' own task
+            "objects": 1,
         },
         "quick": {"epochs": 2, "batch": 8, "size": 48},
     },
@@ -213,7 +215,8 @@ def setup(
 ) -> NotebookSetup:
     """Resolve a notebook's settings, create out_dir and find or generate its data.
 
-    Without data_dir the default synthetic dataset (quick or full) is generated under out_dir/data.
+    Without data_dir the default synthetic dataset (quick or full) is generated under out_dir/data,
+    with the notebook's "objects" setting (objects per image) when it has one.
     """
     settings = resolve(name, bool(quick), **parameters)
     quiet_tensorflow_startup()
@@ -226,7 +229,8 @@ def setup(
     else:
         from sprint2.synthetic import ensure_dataset
 
-        data = ensure_dataset(out / "data", quick=bool(quick)).resolve()
+        counts = {"objects": settings["objects"]} if settings.get("objects") is not None else {}
+        data = ensure_dataset(out / "data", quick=bool(quick), **counts).resolve()
     if name in QUIET_TENSORFLOW:
         logging.getLogger("tensorflow").setLevel(logging.WARNING)
     logger.info("%s: %s mode, data %s, settings %s", name, "quick" if quick else "full", data, settings)

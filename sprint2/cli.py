@@ -235,6 +235,24 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument(
         "--out", type=Path, help="folder for the .tflite files (default: tflite/ beside the model)"
     )
+    q.add_argument(
+        "--qat",
+        action="store_true",
+        help="detector: also fine-tune quantization-aware (tf_keras twin, one device) and measure qat_int8",
+    )
+    q.add_argument("--qat-epochs", type=int, default=2, help="epochs of quantization-aware fine-tuning")
+    q.add_argument(
+        "--qat-control",
+        action="store_true",
+        help="with --qat: also fine-tune the float twin the same way and report its mAP (the control)",
+    )
+    q.add_argument("--rounds", type=int, default=5, help="rounds the variants take turns in for latency")
+    q.add_argument("--min-seconds", type=float, default=1.0, help="seconds per variant, round and batch size")
+    q.add_argument("--batch", type=int, default=8, help="images per call for the batched latency")
+    q.add_argument(
+        "--max-images", type=int, help="measure on the first N test images only (default: all of them)"
+    )
+    q.add_argument("--threads", type=int, help="LiteRT interpreter threads (default: every core)")
     q.add_argument("--json", action="store_true", help="print the full result as JSON")
 
     pr = sub.add_parser("predict", help="run a trained model on image files and folders")
@@ -498,12 +516,30 @@ def _quantize(args: argparse.Namespace) -> int:
     if not args.model.is_file():
         raise FileNotFoundError(f"{args.model}: model file not found")
     _need_dir(args.data_dir)
+    if args.qat_epochs < 0 or args.rounds < 1 or not args.min_seconds > 0 or args.batch < 1:
+        raise ValueError("need --qat-epochs >= 0, --rounds >= 1, --min-seconds > 0 and --batch >= 1")
     out = args.out or args.model.parent / "tflite"
-    result = quantize_report(args.model, args.data_dir, out_dir=out)
+    result = quantize_report(
+        args.model,
+        args.data_dir,
+        out_dir=out,
+        rounds=args.rounds,
+        min_seconds=args.min_seconds,
+        batch_size=args.batch,
+        max_images=args.max_images,
+        num_threads=args.threads,
+        qat=args.qat,
+        qat_epochs=args.qat_epochs,
+        qat_control=args.qat_control,
+    )
     if args.json:
         print(json.dumps(result, indent=2))
-    else:
-        _table([result["reference"], *result["variants"]])
+        return 0
+    rows = [result["reference"], *result["variants"]]
+    _table([{k: v for k, v in row.items() if not isinstance(v, (list, dict))} for row in rows])
+    qat = result.get("qat")
+    if qat and qat.get("error"):
+        print(f"quantization-aware training failed at {qat.get('stage')}: {qat['error']}", file=sys.stderr)
     return 0
 
 

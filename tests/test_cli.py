@@ -253,6 +253,37 @@ def test_strategy_errors_are_reported_without_a_traceback(small: Path, tmp_path:
     assert "Traceback" not in run.stderr
 
 
+def test_quantize_a_detector_with_qat(small: Path, tmp_path: Path, capsys) -> None:
+    """`sprint2 quantize MODEL DATA --qat --json` on a saved (untrained) detector and its card."""
+    import keras
+
+    from sprint2.detector import build_detector
+    from sprint2.loading import load_splits
+    from sprint2.modelcard import ModelCard
+
+    classes = list(load_splits(small, 64, seed=0)[0].class_names)
+    keras.utils.set_random_seed(0)
+    model_path = tmp_path / "det" / "model.keras"
+    model_path.parent.mkdir()
+    build_detector(len(classes), (64, 64), width=0.25).save(model_path)
+    extra = {"width": 0.25, "seed": 0, "default_val_fraction": 0.0}
+    ModelCard("detector", classes, (64, 64), extra=extra).write(model_path)
+    base = ["quantize", str(model_path), str(small), "--rounds", "1", "--min-seconds", "0.02"]
+    assert main([*base, "--rounds", "0"]) == 2
+    assert "--rounds >= 1" in capsys.readouterr().err
+    # --qat-epochs 0: quantize_model, calibration and the int8 conversion without fine-tuning (fast)
+    assert main([*base, "--max-images", "3", "--qat", "--qat-epochs", "0", "--json"]) == 0
+    result = _json(capsys)
+    names = ["float32", "float16", "dynamic_int8", "int8", "qat_int8"]
+    assert [v["name"] for v in result["variants"]] == names
+    assert result["test_images"] == 3 and result["qat"]["stage"] == "converted"
+    assert result["qat"]["epochs"] == []
+    for v in result["variants"]:
+        assert {"name", "bytes", "size_ratio", "latency_ms", "speedup", "map50", "map50_95"} <= set(v)
+        assert (model_path.parent / "tflite" / f"{v['name']}.tflite").is_file()
+        assert (model_path.parent / "tflite" / f"{v['name']}.json").is_file()
+
+
 def _cli_on_a_terminal(*args: str) -> tuple[subprocess.CompletedProcess[str], str]:
     """Runs the CLI with stderr on a pseudo-terminal of 120 columns (tqdm draws its bars there only)."""
     import fcntl

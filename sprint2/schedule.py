@@ -171,7 +171,8 @@ def epochs_within_budget(
     """How many epochs a run can have in all: the `done` ones plus as many more of `epoch_s` seconds as
     fit in what is left of `budget_s` after `elapsed_s`; never fewer than done, never more than max_epochs.
 
-    The scheme: train two epochs, time the second (the first includes tracing), then fix the count.
+    The scheme (training.PLAN_AFTER): time a few epochs, average all but the first (it includes
+    tracing), then fix the count.
     """
     if epoch_s <= 0:
         return max_epochs

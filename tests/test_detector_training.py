@@ -325,12 +325,16 @@ def test_schedule_statistics_from_annotation_files(tmp_path) -> None:
         DataStats.from_arrays(0, [], [])
 
 
-def test_time_budget_fixes_the_epoch_count_after_two_epochs(tmp_path) -> None:
+def test_time_budget_fixes_the_epoch_count_after_the_timed_epochs(tmp_path) -> None:
+    from sprint2.training import PLAN_AFTER
+
     result = train(toy_scenes(16), None, _config(tmp_path, epochs=40, time_budget_s=1e-3))
-    assert [row["epoch"] for row in result.history] == [1, 2] and result.planned_epochs == 2
+    assert [row["epoch"] for row in result.history] == list(range(1, PLAN_AFTER + 1))
+    assert result.planned_epochs == PLAN_AFTER
     # The plan is part of the checkpoint: a resumed run keeps it instead of timing again.
     again = train(toy_scenes(16), None, _config(tmp_path, epochs=40, time_budget_s=1e-3))
-    assert again.start_epoch == 3 and not again.epoch_seconds and again.planned_epochs == 2
+    assert again.start_epoch == PLAN_AFTER + 1 and not again.epoch_seconds
+    assert again.planned_epochs == PLAN_AFTER
 
 
 # --------------------------------------------------------------------------------------------

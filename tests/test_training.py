@@ -239,4 +239,4 @@ def test_early_stopping_waits_for_the_recipes_share_of_the_planned_epochs() -> N
     patient = train(data, val, _config(None, epochs=4, patience=0, min_epochs_share=0.5))
     assert [r["epoch"] for r in eager.history] == [1] and eager.stopped_early
     assert [r["epoch"] for r in patient.history] == [1, 2] and patient.stopped_early
-    assert RECIPES["detector"].min_epochs_share == 0.5 and RECIPES["synthetic"].min_epochs_share == 0.0
+    assert RECIPES["detector"].min_epochs_share == 0.75 and RECIPES["synthetic"].min_epochs_share == 0.0

@@ -14,6 +14,7 @@ each `<variant>.tflite`, so `sprint2 predict` runs it.
 
 from __future__ import annotations
 
+import functools
 import importlib
 import importlib.metadata
 import logging
@@ -631,20 +632,22 @@ def measure_detector(
     test_images = np.asarray(test_ds.images, np.float32)
 
     paths, convert_seconds = convert_detector(model, card, out_dir, representative)
+    # QAT and its float control fine-tune alike: same epochs, seed and batches.
+    fine_tune = functools.partial(
+        qat_fine_tune,
+        model,
+        train_ds,
+        representative,
+        width=width,
+        epochs=qat_epochs,
+        batch_size=qat_batch,
+        learning_rate=qat_learning_rate,
+        seed=seed,
+    )
     qat_run = QatRun()
     if qat:
         try:
-            qat_fine_tune(
-                model,
-                train_ds,
-                representative,
-                width=width,
-                epochs=qat_epochs,
-                batch_size=qat_batch,
-                learning_rate=qat_learning_rate,
-                seed=seed,
-                run=qat_run,
-            )
+            fine_tune(run=qat_run)
             qat_run.stage = "detector.int8_tflite (TFLite conversion of the QAT model)"
             start = time.perf_counter()
             paths[QAT_VARIANT] = write_variant(
@@ -660,18 +663,7 @@ def measure_detector(
         tuned = QatRun()
         control = {"what": "the float tf_keras twin fine-tuned like QAT, not quantized"}
         try:
-            qat_fine_tune(
-                model,
-                train_ds,
-                representative,
-                width=width,
-                epochs=qat_epochs,
-                batch_size=qat_batch,
-                learning_rate=qat_learning_rate,
-                seed=seed,
-                run=tuned,
-                quantize=False,
-            )
+            fine_tune(run=tuned, quantize=False)
             float_out = run_batched(lambda x: tuned.model(x, training=False), test_images, batch_size)
             float_out = [{k: np.asarray(v) for k, v in chunk.items()} for chunk in float_out]
             control.update(detector_map(float_out, test_ds, card, class_names))

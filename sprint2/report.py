@@ -92,13 +92,15 @@ def run_report(
 ) -> list[NotebookRun]:
     """Execute every notebook in order into ``out_dir``, render HTML and write the front page.
 
-    Without ``data_dir`` the default synthetic dataset is generated under ``out_dir/data``.
+    Without ``data_dir`` each notebook generates its default synthetic dataset under ``out_dir/data``
+    (notebook 04 its one-object set; the others share the default set, generated here once first).
     The first failing notebook stops the run: its partly executed copy stays in ``out_dir``,
     the front page shows it, and :class:`ReportError` names the notebook, the cell and the error.
     ``progress`` (a console) gets one line per notebook, ``[4/7] name ... ok, 12.3 s``, and the page's path.
     """
     out = Path(out_dir).resolve()
     out.mkdir(parents=True, exist_ok=True)
+    given = data_dir is not None
     if data_dir is None:
         from sprint2.synthetic import ensure_dataset
 
@@ -112,7 +114,7 @@ def run_report(
         notebooks = [nb for nb in notebooks if nb.stem in only or nb.stem[:2] in only]
     runs = [NotebookRun(name=nb.stem, status="not run") for nb in notebooks]
     kernel = kernel_name()
-    params = {"data_dir": str(data), "out_dir": str(out), "quick": bool(quick)}
+    params = {"out_dir": str(out), "quick": bool(quick)} | ({"data_dir": str(data)} if given else {})
     failed = None
     for i, (nb, run) in enumerate(zip(notebooks, runs), start=1):
         _say(progress, f"[{i}/{len(runs)}] {nb.stem} ... ", end="")

@@ -53,6 +53,15 @@ def test_runs_in_order_passes_parameters_and_indexes_figures(series: Path, tmp_p
     assert "second True" in "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
 
 
+def test_without_data_each_notebook_finds_its_own_default(series: Path, tmp_path: Path) -> None:
+    # No data_dir reaches the notebooks, so each one's setup generates its own default set (notebook 04:
+    # one object per image); the runner still generates the shared quick set for the front page.
+    out = tmp_path / "out"
+    runs = run_report(out, quick=True, notebooks_dir=series, only=["01"])
+    assert runs[0].figures["data"] is None
+    assert (out / "data" / "synthetic-quick").is_dir()
+
+
 def test_failing_cell_stops_the_run_and_keeps_the_partial_notebook(series: Path, tmp_path: Path) -> None:
     _notebook(series / "02_second.ipynb", "x = 1", "raise ValueError('planted failure')", "y = 2")
     _notebook(series / "03_third.ipynb", "print('never')")

@@ -352,9 +352,7 @@ def measure_variants(
         rows.append(
             {
                 "name": name,
-                "bytes": int(size),
-                "size_ratio": float(size / float_bytes) if float_bytes else float("nan"),
-                "size_ratio_keras": float(size / keras_bytes) if keras_bytes else float("nan"),
+                **_size_fields(size, float_bytes, keras_bytes),
                 **latency_fields(times[name], times["keras"]),
                 **_metrics_row(metrics(out["class"], out["box"])),
                 "max_diff_class": float(np.abs(out["class"] - ref_out["class"]).max(initial=0.0)),
@@ -366,13 +364,40 @@ def measure_variants(
         "kind": "single_box",
         "reference": ref_row,
         "variants": rows,
+        **_run_fields(
+            paths, num_threads, len(test_images), rounds, min_seconds, batch_size, len(representative), seed
+        ),
+    }
+
+
+def _size_fields(size: int, float_bytes: int, keras_bytes: int | None) -> dict[str, Any]:
+    """A variant's file size and its ratios to the float32 TFLite file and to the .keras file."""
+    return {
+        "bytes": int(size),
+        "size_ratio": float(size / float_bytes) if float_bytes else float("nan"),
+        "size_ratio_keras": float(size / keras_bytes) if keras_bytes else float("nan"),
+    }
+
+
+def _run_fields(
+    paths: Mapping[str, Path],
+    num_threads: int,
+    test_images: int,
+    rounds: int,
+    min_seconds: float,
+    batch_size: int,
+    representative_images: int,
+    seed: int,
+) -> dict[str, Any]:
+    """How a quantization report was measured: files, threads, images, the latency rule, the seed."""
+    return {
         "files": {name: str(path) for name, path in paths.items()},
         "threads": threading_info(num_threads),
-        "test_images": int(len(test_images)),
+        "test_images": int(test_images),
         "rounds": int(rounds),
         "min_seconds": float(min_seconds),
         "batch_size": int(batch_size),
-        "representative_images": int(len(representative)),
+        "representative_images": int(representative_images),
         "seed": int(seed),
     }
 
@@ -698,9 +723,7 @@ def measure_detector(
         rows.append(
             {
                 "name": name,
-                "bytes": int(size),
-                "size_ratio": float(size / float_bytes),
-                "size_ratio_keras": float(size / keras_bytes) if keras_bytes else float("nan"),
+                **_size_fields(size, float_bytes, keras_bytes),
                 **latency_fields(times[name], times["keras"]),
                 **detector_map(out, test_ds, card, class_names),
                 **{
@@ -715,21 +738,16 @@ def measure_detector(
         "kind": "detector",
         "reference": ref_row,
         "variants": rows,
-        "files": {name: str(path) for name, path in paths.items()},
         "qat": {
             "requested": bool(qat),
             **qat_run.as_dict(),
             "epochs_requested": int(qat_epochs) if qat else 0,
             "control": control,
         },
-        "threads": threading_info(num_threads),
-        "test_images": int(len(test_images)),
         "test_files": [str(p) for p in test_ds.paths],
-        "rounds": int(rounds),
-        "min_seconds": float(min_seconds),
-        "batch_size": int(batch_size),
-        "representative_images": int(len(representative)),
-        "seed": int(seed),
+        **_run_fields(
+            paths, num_threads, len(test_images), rounds, min_seconds, batch_size, len(representative), seed
+        ),
     }
 
 

@@ -124,7 +124,7 @@ def test_detector_loss_falls_and_the_run_writes_model_and_card(detector_run) -> 
     out, result = detector_run
     losses = [row["loss"] for row in result.history]
     assert [row["epoch"] for row in result.history] == [1, 2, 3, 4]
-    assert losses[-1] < 0.85 * losses[0] and losses == sorted(losses, reverse=True), losses
+    assert losses[-1] < 0.9 * losses[0] and losses == sorted(losses, reverse=True), losses
     assert all(0.0 <= row["val_map50"] <= 1.0 for row in result.history)
     best = max(result.history, key=lambda r: r["val_map50"])
     assert result.best_epoch == best["epoch"]  # the best epoch is the one with the best validation mAP

@@ -35,9 +35,10 @@ HW = (64, 64)  # network input (height, width); the detector's output is 16 x 16
 #: float32 TFLite vs Keras: the same float32 graph, only the summation order differs.
 TFLITE_BOX_ATOL_PX = 1e-3
 TFLITE_SCORE_ATOL = 1e-5
-#: int8 TFLite with uint8 input/output vs Keras, on raw outputs: a few quantization steps of each
-#: head (heatmap 0..1 in steps of about 1/255; sizes of about 32 px in steps of about 0.13 px).
-INT8_ATOL = {"heatmap": 0.03, "size": 0.5, "offset": 0.02}
+#: int8 TFLite with uint8 input/output vs Keras, on raw outputs: the rounding carried through some 25
+#: int8 layers, a dozen steps of each head (heatmap 0..1 in steps of about 1/255; sizes of about 32 px
+#: in steps of about 0.13 px), as for sprint2.quantize's int8 variant below.
+INT8_ATOL = {"heatmap": 0.05, "size": 0.5, "offset": 0.02}
 
 
 def write_image(path: Path, width: int, height: int, seed: int) -> Path:
@@ -84,7 +85,14 @@ def keras_detector(tmp_path_factory: pytest.TempPathFactory) -> Path:
     layer = model.get_layer("heatmap")
     kernel, bias = layer.get_weights()
     rng = np.random.default_rng(0)
-    layer.set_weights([rng.normal(0.0, 3.0, kernel.shape).astype(np.float32), np.zeros_like(bias)])
+    kernel = rng.normal(0.0, 1.0, kernel.shape).astype(np.float32)
+    layer.set_weights([kernel, np.zeros_like(bias)])
+    # Scale the kernel so the logits spread with a standard deviation of 3 on noise images, whatever
+    # the untrained backbone's feature scale: then many cells clear the card's 0.6 threshold.
+    noise = rng.uniform(0.0, 255.0, (4, *HW, 3)).astype(np.float32)
+    heat = np.clip(np.asarray(model(noise, training=False))[..., : len(CLASSES)], 1e-6, 1.0 - 1e-6)
+    logits = np.log(heat / (1.0 - heat))
+    layer.set_weights([kernel * (3.0 / float(logits.std())), np.zeros_like(bias)])
     path = tmp_path_factory.mktemp("keras") / "model.keras"
     model.save(path)
     ModelCard("detector", CLASSES, HW, resize_mode="letterbox", score_threshold=0.6).write(path)

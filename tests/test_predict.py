@@ -37,7 +37,7 @@ TFLITE_BOX_ATOL_PX = 1e-3
 TFLITE_SCORE_ATOL = 1e-5
 #: int8 TFLite with uint8 input/output vs Keras, on raw outputs: the rounding carried through some 25
 #: int8 layers, a dozen steps of each head (heatmap 0..1 in steps of about 1/255; sizes of about 32 px
-#: in steps of about 0.13 px), as for sprint2.quantize's int8 variant below.
+#: in steps of about 0.13 px), the same bound as VARIANT_ATOL's int8 row below.
 INT8_ATOL = {"heatmap": 0.05, "size": 0.5, "offset": 0.02}
 
 

@@ -594,8 +594,10 @@ def bench_training(
         seed=seed,
     )
     from sprint2.distribute import configure_logical_cpus
+    from sprint2.malloc import keep_freed_memory
 
     configure_logical_cpus(max(replicas))  # before anything else touches TensorFlow's runtime
+    keep_freed_memory()  # as training does (sprint2.malloc)
 
     import resource
 

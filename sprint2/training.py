@@ -44,6 +44,7 @@ from sprint2.distribute import (
     worker_lost,
 )
 from sprint2.experiment import choose_threshold, load_run_splits, run_metrics, split_validation, train_samples
+from sprint2.malloc import keep_freed_memory
 from sprint2.schedule import DEFAULT_BUDGET_S, DataStats, Schedule, detector_schedule, epochs_within_budget
 from sprint2.tasks import Task, TaskData, make_task
 
@@ -731,6 +732,7 @@ def train(
     history.csv, best.weights.h5, model.keras and its model.json card (resize_mode and card_extra are
     recorded there); under multi-worker only the chief writes there.
     """
+    keep_freed_memory()  # steps reuse their buffers instead of faulting them in again (sprint2.malloc)
     if strategy is None:
         strategy = tf.distribute.get_strategy()
     replicas = int(strategy.num_replicas_in_sync)

@@ -211,6 +211,7 @@ def run_metrics(
         "time_budget_s": config.time_budget_s,
         "planned_epochs": result.planned_epochs,
         "stopped_early": result.stopped_early,
+        "ended_by": result.ended_by,
         "score_threshold": result.score_threshold,
         "threshold_from": result.threshold_from,
         "first_epoch_s": result.first_epoch_s,

@@ -32,6 +32,17 @@ MAX_PIXELS = 320 * 256
 MIN_SIDE = 128
 ALIGN = 32  # the detector needs height and width in multiples of 32
 
+#: Training throughput the input size is planned with, in input pixels per second: two AVX2 cores
+#: in float32 (bccd at 256 x 320: 10 images/s). Faster machines get more epochs from the budget plan.
+PIXEL_RATE = 0.8e6
+#: Epochs a budget should afford before the input grows past what the small objects need: more
+#: passes than this add little at these learning rates (bccd: 67 and 120 epochs scored alike).
+GOOD_EPOCHS = 100
+#: Validation objects below which a validation mAP is too noisy to pick an epoch or stop early: the
+#: standard error of a detection rate from n objects is up to 0.5 / sqrt(n), 0.022 at 500, the size
+#: of the differences between late epochs.
+VAL_MIN_OBJECTS = 500
+
 GLOBAL_BATCH = 16
 MIN_BATCH = 2
 #: Object instances a run should see in total (epochs x objects): few objects need many passes.
@@ -114,20 +125,27 @@ def _align(value: float) -> int:
     return max(ALIGN, int(math.ceil(value / ALIGN - 1e-9)) * ALIGN)
 
 
-def detector_input_hw(stats: DataStats) -> tuple[int, int]:
+def detector_input_hw(stats: DataStats, pixels: float | None = None) -> tuple[int, int]:
     """The network input (height, width), multiples of 32, keeping the images' median aspect.
 
     The scale makes the small objects MIN_OBJECT_PX on their smaller side, but no larger than the
-    images themselves; the shorter side is at least MIN_SIDE; then the pixel count is capped at
-    MAX_PIXELS (the cap wins over MIN_SIDE). Sides are rounded up to multiples of 32, except where
-    that would break the cap.
+    images themselves; `pixels` (from `budget_pixels`) moves it to about that many input pixels
+    instead, never past the images' own size when growing; the shorter side is at least MIN_SIDE; then
+    the pixel count is capped at MAX_PIXELS and at `pixels` (MAX_PIXELS wins over MIN_SIDE, MIN_SIDE
+    over `pixels`). Sides are rounded up to multiples of 32, except where that would break the cap.
     """
     h, w = stats.image_hw
     scale = min(MIN_OBJECT_PX / stats.small_side, 1.0)
-    scale = max(scale, MIN_SIDE / min(h, w))
-    scale = min(scale, math.sqrt(MAX_PIXELS / (h * w)))
+    smallest = MIN_SIDE / min(h, w)
+    cap = MAX_PIXELS
+    if pixels is not None:
+        chosen = math.sqrt(pixels / (h * w))
+        scale = max(scale, min(chosen, 1.0)) if chosen > scale else chosen
+        cap = min(MAX_PIXELS, max(pixels, _align(h * smallest) * _align(w * smallest)))
+    scale = max(scale, smallest)
+    scale = min(scale, math.sqrt(cap / (h * w)))
     out_h, out_w = _align(h * scale), _align(w * scale)
-    while out_h * out_w > MAX_PIXELS:  # rounding up overshot the cap: shrink the side that grew most
+    while out_h * out_w > cap:  # rounding up overshot the cap: shrink the side that grew most
         if out_w / (w * scale) >= out_h / (h * scale) and out_w > ALIGN:
             out_w -= ALIGN
         elif out_h > ALIGN:
@@ -137,16 +155,34 @@ def detector_input_hw(stats: DataStats) -> tuple[int, int]:
     return out_h, out_w
 
 
+def budget_pixels(stats: DataStats, epochs: int, budget_s: float | None) -> float | None:
+    """Input pixels the time budget asks for, or None to keep the small-object size.
+
+    At PIXEL_RATE, the small-object size should leave room for min(epochs, GOOD_EPOCHS) epochs and at
+    least MIN_EPOCHS: a budget that affords more grows the input (a small set trains at a finer scale
+    instead of ending early), one that affords fewer shrinks it (a short budget still converges).
+    """
+    if budget_s is None:
+        return None
+    per_epoch = budget_s * PIXEL_RATE / max(stats.images, 1)
+    current = math.prod(detector_input_hw(stats))
+    grow_to, shrink_to = per_epoch / min(epochs, GOOD_EPOCHS), per_epoch / MIN_EPOCHS
+    if grow_to > current:
+        return grow_to
+    return shrink_to if shrink_to < current else None
+
+
 def detector_schedule(
     stats: DataStats, *, replicas: int = 1, time_budget_s: float | None = DEFAULT_BUDGET_S
 ) -> Schedule:
     """The detector's schedule for a training set: the one rule, from the data alone.
 
-    - input size: `detector_input_hw` (small objects get 5 heatmap cells, at most MAX_PIXELS);
+    - input size: `detector_input_hw` (small objects get 5 heatmap cells, at most MAX_PIXELS), moved
+      by `budget_pixels` so that the time budget holds about GOOD_EPOCHS epochs, at least MIN_EPOCHS;
     - batch: GLOBAL_BATCH images, fewer for tiny sets (an eighth of the images, at least MIN_BATCH),
       split over the replicas;
     - epochs: enough passes to show the network SEEN_OBJECTS object instances, within
-      [MIN_EPOCHS, MAX_EPOCHS]; the time budget (`epochs_within_budget`) usually ends the run sooner;
+      [MIN_EPOCHS, MAX_EPOCHS]; the time budget (`epochs_within_budget`) may end the run sooner;
     - learning rate: BASE_LEARNING_RATE x sqrt(global batch / GLOBAL_BATCH) (Adam, cosine decay);
     - warm-up: WARMUP_STEPS optimizer steps, rounded up to whole epochs of this set.
     """
@@ -156,13 +192,19 @@ def detector_schedule(
     steps = max(1, stats.images // global_batch)
     epochs = int(np.clip(math.ceil(SEEN_OBJECTS / max(stats.objects, 1)), MIN_EPOCHS, MAX_EPOCHS))
     return Schedule(
-        input_hw=detector_input_hw(stats),
+        input_hw=detector_input_hw(stats, budget_pixels(stats, epochs, time_budget_s)),
         batch_size=per_replica,
         epochs=epochs,
         learning_rate=BASE_LEARNING_RATE * math.sqrt(global_batch / GLOBAL_BATCH),
         warmup_epochs=max(1, math.ceil(WARMUP_STEPS / steps)),
         time_budget_s=time_budget_s,
     )
+
+
+def reads_validation(objects: int) -> bool:
+    """Whether a validation set of this many objects may pick the best epoch and stop a run early
+    (VAL_MIN_OBJECTS); otherwise a run trains its whole plan and keeps its last weights."""
+    return objects >= VAL_MIN_OBJECTS
 
 
 def epochs_within_budget(

@@ -45,7 +45,15 @@ from sprint2.distribute import (
 )
 from sprint2.experiment import choose_threshold, load_run_splits, run_metrics, split_validation, train_samples
 from sprint2.malloc import keep_freed_memory
-from sprint2.schedule import DEFAULT_BUDGET_S, DataStats, Schedule, detector_schedule, epochs_within_budget
+from sprint2.schedule import (
+    DEFAULT_BUDGET_S,
+    VAL_MIN_OBJECTS,
+    DataStats,
+    Schedule,
+    detector_schedule,
+    epochs_within_budget,
+    reads_validation,
+)
 from sprint2.tasks import Task, TaskData, make_task
 
 if TYPE_CHECKING:
@@ -153,6 +161,9 @@ class TrainConfig:
     # > 0: validation, the best epoch and the saved model use an exponential moving average of the
     # weights (this momentum per optimizer step), which is smoother than the last step's weights.
     ema_momentum: float = 0.0
+    # False: validation is only recorded; the run trains its whole plan and keeps its last weights
+    # (a validation set too small to read, schedule.reads_validation).
+    select_epoch: bool = True
 
 
 @dataclass
@@ -173,6 +184,7 @@ class TrainResult:
     score_threshold: float = 0.3
     threshold_from: str = ""
     precision: str = "float32"
+    ended_by: str = "schedule"  # "schedule", "time budget" or "early stop"
 
 
 # --------------------------------------------------------------------------------------------
@@ -590,7 +602,7 @@ class _Run:
     def keep_best(self, row: dict) -> None:
         """Keeps the weights of the best monitored value so far (Task.monitor: lower is better)."""
         score = self.task.monitor(row)
-        if score < self.best_score:
+        if score < self.best_score or not self.config.select_epoch:
             self.best_score, self.best_epoch, self.wait = score, row["epoch"], 0
             self.best_weights = self.model.get_weights()
             if self.write_dir is not None:
@@ -637,6 +649,8 @@ class _Run:
     def early_stop(self, epoch: int) -> bool:
         """True once the monitored value has not improved for `patience` epochs, after the first
         min_epochs_share of the planned epochs."""
+        if not self.config.select_epoch:
+            return False
         if self.wait < self.config.patience or epoch < self.config.min_epochs_share * self.epochs:
             return False
         logger.info(
@@ -685,7 +699,14 @@ class _Run:
             score_threshold=threshold,
             threshold_from=source,
             precision=self.task.policy,
+            ended_by=self._ended_by(),
         )
+
+    def _ended_by(self) -> str:
+        """Why the run ended: early stopping, the time budget's plan, or the data's epoch count."""
+        if self.stopped:
+            return "early stop"
+        return "time budget" if self.epochs < self.config.epochs else "schedule"
 
 
 def _epoch_bar(run: _Run, start_epoch: int) -> tqdm:
@@ -828,6 +849,11 @@ def _load_options(
     return load, schedule
 
 
+def _objects(ds: Any | None) -> int:
+    """Boxes in a loaded dataset (0 for None)."""
+    return 0 if ds is None else sum(len(np.asarray(b).reshape(-1, 4)) for b in ds.boxes)
+
+
 def run_training(
     data_dir: str | Path,
     *,
@@ -875,12 +901,22 @@ def run_training(
         root, seed, options, overrides.get("val_fraction"), chosen.val_fraction
     )
     config = _config(model, seed, Path(out_dir), chosen, val_ds is not None, overrides, schedule)
+    val_objects = _objects(val_ds)
+    if model == "detector" and val_ds is not None and not reads_validation(val_objects):
+        config.select_epoch = False
+        logger.info(
+            "validation holds %d objects (< %d): trained to the end of the plan, last weights kept",
+            val_objects,
+            VAL_MIN_OBJECTS,
+        )
     logger.info("recipe %s%s: %s", name, " (auto)" if recipe == "auto" else "", config)
     split_rule = {"val_fraction": overrides.get("val_fraction"), "default_val_fraction": chosen.val_fraction}
     result = train(train_ds, val_ds, config, strat, info, resize_mode=options.mode, card_extra=split_rule)
 
     metrics = run_metrics(result, config, info, name, options, train_ds, val_ds, test_ds)
     metrics["val_source"] = val_source
+    metrics["val_objects"] = val_objects
+    metrics["epoch_choice"] = "best validation epoch" if config.select_epoch else "last epoch"
     if schedule is not None:
         metrics["schedule"] = schedule.as_dict()
     metrics = json.loads(json.dumps(metrics))  # what metrics.json holds: tuples as lists

@@ -6,6 +6,7 @@ import csv
 import dataclasses
 import inspect
 import json
+import math
 import os
 import subprocess
 import sys
@@ -291,9 +292,45 @@ def test_schedule_epochs_learning_rate_and_warmup_follow_the_data() -> None:
     few = detector_schedule(DataStats(40, 40, (300.0, 400.0), 100.0), time_budget_s=None)
     assert few.epochs == sched.MAX_EPOCHS and few.batch_size == 5 and few.time_budget_s is None
     assert few.learning_rate == pytest.approx(2e-3 * np.sqrt(5 / 16)) and few.warmup_epochs == 4
-    many = detector_schedule(DataStats(20_000, 200_000, (480.0, 640.0), 39.0), replicas=2)
+    many = detector_schedule(DataStats(20_000, 200_000, (480.0, 640.0), 39.0), replicas=2, time_budget_s=None)
     assert many.epochs == sched.MIN_EPOCHS and many.batch_size == 8  # global 16 over 2 replicas
     assert many.as_dict()["input_hw"] == [256, 320]
+
+
+def _budget_epochs(stats: DataStats, schedule) -> float:
+    """Epochs the schedule's budget holds at the planning rate."""
+    return schedule.time_budget_s * sched.PIXEL_RATE / (stats.images * math.prod(schedule.input_hw))
+
+
+def test_schedule_spends_a_budget_on_a_larger_input_for_a_small_set() -> None:
+    # 110 photos with ~1.6 large objects each: the objects alone ask for the smallest input.
+    small = DataStats(images=110, objects=176, image_hw=(375.0, 500.0), small_side=60.0)
+    plain = detector_schedule(small, time_budget_s=None)
+    assert plain.input_hw == (128, 192) and plain.epochs == sched.MAX_EPOCHS
+    budget = detector_schedule(small, time_budget_s=900.0)
+    assert math.prod(budget.input_hw) > 2 * math.prod(plain.input_hw)  # finer, with the aspect kept
+    assert budget.input_hw[1] > budget.input_hw[0]
+    assert 0.8 * sched.GOOD_EPOCHS <= _budget_epochs(small, budget) <= 1.3 * sched.GOOD_EPOCHS
+    # Never grown past the images' own size: 100 x 150 images stay at MIN_SIDE's (128, 192).
+    tiny = DataStats(images=20, objects=20, image_hw=(100.0, 150.0), small_side=50.0)
+    assert detector_schedule(tiny, time_budget_s=3600.0).input_hw == (128, 192)
+
+
+def test_schedule_shrinks_the_input_for_a_short_budget_on_a_large_set() -> None:
+    bccd = DataStats(images=205, objects=2804, image_hw=(480.0, 640.0), small_side=39.0)
+    assert detector_schedule(bccd, time_budget_s=900.0).input_hw == (256, 320)  # room for the objects' size
+    short = detector_schedule(bccd, time_budget_s=300.0)
+    assert math.prod(short.input_hw) < 256 * 320 and _budget_epochs(bccd, short) >= 0.8 * sched.MIN_EPOCHS
+    huge = detector_schedule(DataStats(20_000, 200_000, (480.0, 640.0), 39.0), time_budget_s=900.0)
+    assert min(huge.input_hw) == sched.MIN_SIDE  # the budget cannot hold MIN_EPOCHS: the smallest input
+
+
+def test_validation_picks_epochs_only_with_enough_objects() -> None:
+    assert not sched.reads_validation(32)  # 20 images of a one-class set
+    assert sched.reads_validation(1190)  # bccd's val list
+    assert sched.reads_validation(sched.VAL_MIN_OBJECTS) and not sched.reads_validation(
+        sched.VAL_MIN_OBJECTS - 1
+    )
 
 
 def test_epochs_within_budget() -> None:
@@ -382,6 +419,9 @@ def test_metrics_json_holds_detection_metrics_baseline_and_test_files(trained_ru
         p.name for p in (data / "test").glob("*.jpg")
     )
     assert metrics["epochs"] == 2 and metrics["time_budget_s"] is None  # explicit epochs: no budget
+    # 4 validation images are too few to pick an epoch: the run keeps its last weights.
+    assert metrics["val_objects"] < sched.VAL_MIN_OBJECTS and metrics["epoch_choice"] == "last epoch"
+    assert metrics["ended_by"] == "schedule" and metrics["best_epoch"] == 2
     assert {"confusion", "worst_images"} <= set(metrics["test_errors"])
 
 

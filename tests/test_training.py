@@ -240,3 +240,12 @@ def test_early_stopping_waits_for_the_recipes_share_of_the_planned_epochs() -> N
     assert [r["epoch"] for r in eager.history] == [1] and eager.stopped_early
     assert [r["epoch"] for r in patient.history] == [1, 2] and patient.stopped_early
     assert RECIPES["detector"].min_epochs_share == 0.75 and RECIPES["synthetic"].min_epochs_share == 0.0
+    assert eager.ended_by == "early stop"
+
+
+def test_a_run_that_does_not_select_epochs_trains_its_plan_and_keeps_the_last() -> None:
+    data, val = toy_dataset(16), toy_dataset(8, seed=1)
+    result = train(data, val, _config(None, epochs=3, patience=0, select_epoch=False))
+    assert [r["epoch"] for r in result.history] == [1, 2, 3] and not result.stopped_early
+    assert result.best_epoch == 3 and result.ended_by == "schedule"
+    assert all("val_mean_iou" in r for r in result.history)  # validation is still recorded

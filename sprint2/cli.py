@@ -144,6 +144,17 @@ def _parser() -> argparse.ArgumentParser:
     )
     bt.add_argument("--json", action="store_true", help="print the full result as JSON")
 
+    bd = bsub.add_parser(
+        "detector", help="test mAP of the detector's defaults per dataset, time budget and seed"
+    )
+    bd.add_argument("data_dirs", type=Path, nargs="+", help="VOC dataset folders")
+    bd.add_argument("--budgets", default="900", help="comma-separated training budgets in seconds")
+    bd.add_argument("--seeds", default="0,1", help="comma-separated seeds; figures are means over them")
+    bd.add_argument(
+        "--out", type=Path, default=Path("runs/bench-detector"), help="folder for the runs (one per setting)"
+    )
+    bd.add_argument("--json", action="store_true", help="print the summaries and runs as JSON")
+
     t = sub.add_parser("train", help="train a model and evaluate it against the trivial baseline")
     t.add_argument("data_dir", type=Path, help="a VOC dataset folder with a test split (else 20%% held out)")
     t.add_argument(
@@ -366,7 +377,33 @@ def _inspect(args: argparse.Namespace) -> int:
     return 1 if summary["failed"] else 0
 
 
+def _numbers(text: str, kind: type, option: str) -> list:
+    """A comma-separated option as a list of numbers."""
+    try:
+        return [kind(v) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise ValueError(f"{option}: expected comma-separated numbers, got {text!r}") from None
+
+
+def _bench_detector(args: argparse.Namespace) -> int:
+    from sprint2.bench_detector import bench_detector
+
+    result = bench_detector(
+        args.data_dirs,
+        budgets=_numbers(args.budgets, float, "--budgets"),
+        seeds=_numbers(args.seeds, int, "--seeds"),
+        out_dir=args.out,
+    )
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        _table([s.row() for s in result.summaries])
+    return 0
+
+
 def _bench(args: argparse.Namespace) -> int:
+    if args.bench == "detector":
+        return _bench_detector(args)
     _need_dir(args.data_dir)
     if args.bench == "loading":
         from sprint2.bench_loading import bench_loading
@@ -389,10 +426,7 @@ def _bench(args: argparse.Namespace) -> int:
         return 0
     from sprint2.bench_training import bench_training
 
-    try:
-        replicas = [int(n) for n in args.replicas.split(",") if n.strip()]
-    except ValueError:
-        raise ValueError(f"--replicas: expected comma-separated numbers, got {args.replicas!r}") from None
+    replicas = _numbers(args.replicas, int, "--replicas")
     result = bench_training(
         args.data_dir,
         models=[m.strip() for m in args.model.split(",") if m.strip()],

@@ -5,7 +5,8 @@ as padding), so one image may hold any number of objects. Two rules for boxes th
 past the frame: `keep_whole` (the single-box models' rule) limits zoom and shift so that every valid
 box of an image stays whole inside the frame; otherwise boxes are clipped to the frame and a box
 whose visible part is less than `min_visible` of its area is dropped (mask off, row set to -1).
-Draws are stateless: the same seed gives the same batch, on any worker.
+Draws are stateless: the same seed gives the same batch, on any worker. `mosaic` (YOLOv4-style, optional)
+tiles four images of a batch into one before `augment`; its boxes follow the same clip-and-drop rule.
 
 Training batches use this module, not Keras 3's box-aware preprocessing layers (RandomFlip, RandomZoom,
 RandomTranslation, RandomCrop; tests/test_keras_box_layers.py checks them on the installed Keras):
@@ -37,7 +38,8 @@ class AugmentParams:
 
     zoom: scale range (>1 zooms in, <1 zooms out onto a grey canvas); aspect: log-range of independent
     x/y stretching; shift: largest translation as a fraction of the image; brightness/contrast/saturation:
-    jitter strengths; hue: largest hue rotation in turns; grayscale: probability of dropping colour.
+    jitter strengths; hue: largest hue rotation in turns; grayscale: probability of dropping colour;
+    mosaic: probability that a training image is replaced by a `mosaic` of four (applied before the rest).
     """
 
     flip: bool = True
@@ -49,6 +51,7 @@ class AugmentParams:
     saturation: float = 0.0
     hue: float = 0.0
     grayscale: float = 0.0
+    mosaic: float = 0.0
 
     @property
     def has_colour(self) -> bool:
@@ -225,3 +228,121 @@ def augment(
     if p.has_colour:
         images = colour_jitter(images, p, seeds[5:10])
     return images, new_boxes, kept
+
+
+def _tiles(t: tf.Tensor) -> tf.Tensor:
+    """(B, M, ...) -> (B, 4M, ...): per image i, the rows of images i, i+1, i+2, i+3 (mod B), in turn."""
+    return tf.concat([tf.roll(t, shift=-q, axis=0) for q in range(4)], axis=1)
+
+
+def _mosaic_draws(
+    seed: tf.Tensor, batch: tf.Tensor, probability: float
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Per image (B,): whether it becomes a mosaic, the window scale k in [1, 2], and the window's top-left
+    corner as a fraction of (W, H), uniform over the corners that put the four images' meeting point in
+    the middle half of the output while the window stays inside the 2H x 2W canvas."""
+    seeds = tf.random.experimental.stateless_split(tf.cast(seed, tf.int64), 4)
+    picked = tf.random.stateless_uniform([batch], seeds[0]) < probability
+    k = tf.random.stateless_uniform([batch], seeds[1], 1.0, 2.0)
+    lo, hi = tf.maximum(0.0, 1.0 - 0.75 * k), tf.minimum(2.0 - k, 1.0 - 0.25 * k)
+    fx = lo + tf.random.stateless_uniform([batch], seeds[2]) * (hi - lo)
+    fy = lo + tf.random.stateless_uniform([batch], seeds[3]) * (hi - lo)
+    return picked, k, fx, fy
+
+
+def _mosaic_boxes(
+    boxes: tf.Tensor, mask: tf.Tensor, window: tf.Tensor, k: tf.Tensor, frame: tf.Tensor, min_visible: float
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """Every image's (B, 4M, 4) mosaic boxes in output pixels and which are kept (augment's drop rule).
+
+    window (B, 4): the window corner (x, y, x, y) in canvas pixels; k (B,): its scale; frame (4,): W, H, W, H.
+    """
+    m = boxes.shape[1] if boxes.shape[1] is not None else tf.shape(boxes)[1]
+    cell = tf.constant([[0, 0, 0, 0], [1, 0, 1, 0], [0, 1, 0, 1], [1, 1, 1, 1]], tf.float32) * frame
+    offsets = tf.repeat(cell, m, axis=0)  # (4M, 4): quadrant q of the canvas holds rows q*M .. q*M+M-1
+    src = _tiles(boxes)
+
+    def to_output(v: tf.Tensor) -> tf.Tensor:
+        return (v + offsets - window[:, None]) / k[:, None, None]
+
+    moved = to_output(src)
+    # Clipped to its own image first, so a box never reaches into a neighbour's quadrant, then to the frame.
+    clipped = tf.clip_by_value(to_output(tf.clip_by_value(src, 0.0, frame)), 0.0, frame)
+    area = tf.reduce_prod(tf.nn.relu(moved[..., 2:] - moved[..., :2]), axis=-1)
+    visible = tf.reduce_prod(tf.nn.relu(clipped[..., 2:] - clipped[..., :2]), axis=-1)
+    kept = _tiles(mask) & (visible > 0.0) & (visible >= min_visible * area)
+    return tf.where(kept[..., None], clipped, PAD), kept
+
+
+def _mosaic_images(images: tf.Tensor, picked: tf.Tensor, window: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
+    """The picked images replaced by their window of the 2H x 2W canvas, resampled to H x W in one pass;
+    canvases are built for the picked images only."""
+    idx = tf.where(picked)[:, 0]
+    b = tf.shape(images, out_type=tf.int64)[0]
+    tiles = [tf.gather(images, (idx + q) % b) for q in range(4)]
+    canvas = tf.concat([tf.concat(tiles[:2], axis=2), tf.concat(tiles[2:], axis=2)], axis=1)
+    s, x0, y0 = tf.gather(k, idx), tf.gather(window[:, 0], idx), tf.gather(window[:, 1], idx)
+    zeros = tf.zeros_like(s)
+    # Output pixel index j (centre j + 0.5) reads canvas position k (j + 0.5) + corner, i.e. index
+    # k j + corner + (k - 1) / 2: at k = 2 on whole pixels, a 2 x 2 average.
+    transforms = tf.stack([s, zeros, x0 + (s - 1.0) / 2, zeros, s, y0 + (s - 1.0) / 2, zeros, zeros], axis=1)
+    out = tf.raw_ops.ImageProjectiveTransformV3(
+        images=canvas,
+        transforms=transforms,
+        output_shape=tf.shape(images)[1:3],
+        fill_value=FILL_VALUE,
+        interpolation="BILINEAR",
+        fill_mode="NEAREST",  # the window lies inside the canvas: only rounding could reach past its edge
+    )
+    return tf.tensor_scatter_nd_update(images, idx[:, None], out)
+
+
+def mosaic(
+    images: tf.Tensor,
+    boxes: tf.Tensor,
+    mask: tf.Tensor | None,
+    labels: tf.Tensor,
+    difficult: tf.Tensor,
+    seed: tf.Tensor,
+    probability: float = 1.0,
+    *,
+    min_visible: float = MIN_VISIBLE,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """YOLOv4-style mosaic: each image picked with `probability` becomes a 2 x 2 tile of itself and the
+    next three images of the batch, so one training image shows four images' objects, at 1/2 to 1 scale.
+
+    The 2H x 2W canvas holds images i, i+1 (top), i+2, i+3 (bottom, mod B) at full size; a window of
+    k H x k W (k uniform in [1, 2]; k = 2 is the whole canvas) is resampled to H x W in one bilinear pass,
+    its corner drawn so the images meet in the middle half of the output (the window never leaves the
+    canvas: no fill). Inputs as `augment`, plus labels (B, M) int and difficult (B, M) bool; seed int (2,).
+    Returns (images, boxes, mask, labels, difficult) with 4M rows: row q*M + j is box j of image i+q,
+    moved with the pixels, clipped, dropped (-1, mask off, label -1, not difficult) under `min_visible`;
+    images not picked are returned unchanged, their M rows first and 3M padding rows after.
+    """
+    if not 0.0 <= probability <= 1.0 or not 0.0 <= min_visible <= 1.0:
+        raise ValueError(f"probability and min_visible must be in [0, 1], got {probability}, {min_visible}")
+    images = tf.convert_to_tensor(images, tf.float32)
+    boxes = tf.convert_to_tensor(boxes, tf.float32)
+    mask = tf.reduce_all(boxes >= 0.0, axis=-1) if mask is None else tf.cast(mask, tf.bool)
+    labels, difficult = tf.convert_to_tensor(labels), tf.cast(difficult, tf.bool)
+    shape = tf.shape(images)
+    h, w = tf.cast(shape[1], tf.float32), tf.cast(shape[2], tf.float32)
+    frame = tf.stack([w, h, w, h])
+    picked, k, fx, fy = _mosaic_draws(seed, shape[0], probability)
+    window = tf.stack([fx * w, fy * h, fx * w, fy * h], axis=1)
+    new_boxes, kept = _mosaic_boxes(boxes, mask, window, k, frame, min_visible)
+    m = boxes.shape[1] if boxes.shape[1] is not None else tf.shape(boxes)[1]
+
+    def choose(mosaic_rows: tf.Tensor, own: tf.Tensor, fill: float | bool | int) -> tf.Tensor:
+        """Mosaic rows for picked images; the image's own rows, padded to 4M with `fill`, for the rest."""
+        pad = [[0, 0], [0, 3 * m]] + [[0, 0]] * (own.shape.rank - 2)
+        own = tf.pad(own, pad, constant_values=tf.cast(fill, own.dtype))
+        return tf.where(tf.reshape(picked, [-1] + [1] * (own.shape.rank - 1)), mosaic_rows, own)
+
+    return (
+        _mosaic_images(images, picked, window, k),
+        choose(new_boxes, boxes, PAD),
+        choose(kept, mask, False),
+        choose(tf.where(kept, _tiles(labels), tf.cast(-1, labels.dtype)), labels, -1),
+        choose(kept & _tiles(difficult), difficult, False),
+    )

@@ -42,6 +42,12 @@ MIN_OVERLAP = 0.7
 MIN_SIGMA = 1.0 / 3.0
 #: Predicted heatmap probabilities are clipped to [EPS, 1 - EPS] before taking logs.
 EPS = 1e-4
+#: The offset head spans (-OFFSET_REACH, OFFSET_REACH + 1) cells, so a cell up to OFFSET_REACH cells
+#: from an object's centre cell can point at the centre (dense regression, `build_targets`).
+OFFSET_REACH = 2
+#: Dense regression covers the cells where the object's Gaussian is at least this: exp(-2), the value
+#: at the shift that keeps IoU >= MIN_OVERLAP (see gaussian_sigma).
+DENSE_MIN = math.exp(-2.0)
 
 _BASE_WIDTHS = (16, 32, 64, 128, 256)  # stem (stride 2), then strides 4, 8, 16, 32
 # Residual blocks at strides 4, 8, 16, 32: depth goes where the maps are small and cheap (the
@@ -159,9 +165,10 @@ def build_detector(
         name="size_raw",
     )(box)
     size = L.Conv2D(2, 1, trainable=False, dtype="float32", name="size")(size)  # fixed: x SIZE_UNIT
-    offset = L.Conv2D(2, 1, activation="sigmoid", kernel_initializer=small(), dtype="float32", name="offset")(
-        box
-    )
+    offset = L.Conv2D(
+        2, 1, activation="sigmoid", kernel_initializer=small(), dtype="float32", name="offset_raw"
+    )(box)
+    offset = L.Conv2D(2, 1, trainable=False, dtype="float32", name="offset")(offset)  # fixed: to cells
     if split_outputs:
         model = K.Model(inputs, dict(zip(HEAD_NAMES, (heat, size, offset))), name=name)
     else:
@@ -180,12 +187,19 @@ def build_detector(
 
 
 def _set_fixed_layers(model: Any) -> None:
-    """Sets the two fixed convolutions: normalize (x / 127.5 - 1) and size (x SIZE_UNIT)."""
+    """Sets the fixed convolutions: normalize (x / 127.5 - 1), size (x SIZE_UNIT) and offset
+    (0..1 -> -OFFSET_REACH..OFFSET_REACH + 1 cells)."""
     model.get_layer("normalize").set_weights(
         [np.eye(3, dtype=np.float32).reshape(1, 1, 3, 3) / 127.5, np.full(3, -1.0, np.float32)]
     )
     model.get_layer("size").set_weights(
         [np.eye(2, dtype=np.float32).reshape(1, 1, 2, 2) * SIZE_UNIT, np.zeros(2, np.float32)]
+    )
+    model.get_layer("offset").set_weights(
+        [
+            np.eye(2, dtype=np.float32).reshape(1, 1, 2, 2) * (2 * OFFSET_REACH + 1),
+            np.full(2, -float(OFFSET_REACH), np.float32),
+        ]
     )
 
 
@@ -282,7 +296,9 @@ def build_targets(
         only; its centre cell always), unless the cell is another object's peak; 1 elsewhere;
       indices (B, M) int32: the centre cell's flat index row * w + col;
       size (B, M, 2): box w, h in input pixels; offset (B, M, 2): centre / stride - cell, in [0, 1];
-      reg_mask (B, M) float32: 1 for objects that are trained (valid, with area, not difficult).
+      reg_mask (B, M) float32: 1 for objects that are trained (valid, with area, not difficult);
+      box_map (B, h, w, 4) and box_weight (B, h, w): the box each cell regresses and its weight
+        (`dense_box_targets`), for dense regression.
     Difficult boxes get no peak and no regression, and count neither for nor against the heatmap.
     """
     in_h, in_w = (int(v) for v in input_hw)
@@ -333,6 +349,8 @@ def build_targets(
     peak = tf.cast(tf.equal(heat, 1.0), tf.float32)
     heat_mask = 1.0 - ignored * (1.0 - peak)
 
+    near = (tf.abs(xs - e(col)) <= OFFSET_REACH) & (tf.abs(ys - e(row)) <= OFFSET_REACH)
+    box_map, box_weight = dense_box_targets(tf.where(near & e(positive), gauss, 0.0), boxes)
     keep = tf.cast(positive, tf.float32)
     indices = tf.cast(row * out_w + col, tf.int32) * tf.cast(positive, tf.int32)
     size = tf.stack([bw, bh], axis=-1) * keep[..., tf.newaxis]
@@ -344,7 +362,26 @@ def build_targets(
         "size": size,
         "offset": offset,
         "reg_mask": keep,
+        "box_map": box_map,
+        "box_weight": box_weight,
     }
+
+
+def dense_box_targets(gauss: tf.Tensor, boxes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    """(box_map (B, h, w, 4), box_weight (B, h, w)) from per-object Gaussians (B, M, h, w), zero where
+    an object may not be regressed from, and the boxes (B, M, 4).
+
+    A cell regresses the object whose Gaussian is highest there, when that value is at least
+    DENSE_MIN; an object's cells share a weight of 1 in proportion to its Gaussian, so every object
+    counts once however large it is (TTFNet's Gaussian-area regression, without its log-area weight).
+    """
+    owner = tf.argmax(gauss, axis=1, output_type=tf.int32)  # (B, h, w)
+    best = tf.reduce_max(gauss, axis=1, keepdims=True)
+    taken = tf.one_hot(owner, tf.shape(gauss)[1], axis=1) * tf.cast(best >= DENSE_MIN, tf.float32)
+    share = taken * gauss
+    total = tf.reduce_sum(share, axis=[2, 3], keepdims=True)
+    weight = tf.reduce_sum(share / tf.maximum(total, 1e-6), axis=1)
+    return tf.gather(boxes, owner, batch_dims=1), weight
 
 
 def _per_class_max(
@@ -378,15 +415,21 @@ def detection_loss(
     num_classes: int,
     size_weight: float = 1.0,
     offset_weight: float = 1.0,
+    giou_weight: float = 1.0,
+    dense: bool = True,
+    stride: int = STRIDE,
 ) -> dict[str, tf.Tensor]:
-    """Per-image losses (B,): {"loss", "heatmap", "size", "offset", "num_objects"}.
+    """Per-image losses (B,): {"loss", "heatmap", "size", "offset", "giou", "num_objects"}.
 
     heatmap: penalty-reduced focal loss (alpha 2, beta 4) summed over the cells heatmap_mask keeps;
     size: L1 of the relative error |w - w*| / w* (scale-free, like IoU), mean of w and h;
     offset: L1 in cells, mean of x and y. Each image's terms are divided by its own object count
     (at least 1), so per-image values do not depend on the rest of the batch and a training loop
     gets the same loss from `tf.nn.compute_average_loss(loss, global_batch_size=...)` on any number
-    of replicas. loss = heatmap + size_weight * size + offset_weight * offset.
+    of replicas. With `dense`, size and offset are taken at every cell of `box_map` / `box_weight`
+    (each object's cells weighted to 1 in all) and the GIoU loss of the boxes those cells predict is
+    added; otherwise at the objects' centre cells only, with no GIoU term.
+    loss = heatmap + size_weight * size + offset_weight * offset + giou_weight * giou.
     """
     heat, size, offset = split_heads(outputs, num_classes)
     y = tf.cast(targets["heatmap"], tf.float32)
@@ -399,6 +442,17 @@ def detection_loss(
     count = tf.maximum(tf.reduce_sum(reg_mask, axis=1), 1.0)
     heat_loss = tf.reduce_sum((pos_term + neg_term) * mask, axis=[1, 2, 3]) / count
 
+    if dense:
+        size_loss, offset_loss, giou_loss = _dense_box_losses(size, offset, targets, stride, count)
+        total = heat_loss + size_weight * size_loss + offset_weight * offset_loss + giou_weight * giou_loss
+        return {
+            "loss": total,
+            "heatmap": heat_loss,
+            "size": size_loss,
+            "offset": offset_loss,
+            "giou": giou_loss,
+            "num_objects": count,
+        }
     indices = tf.cast(targets["indices"], tf.int32)
     cells = tf.shape(size)[1] * tf.shape(size)[2]
     pred_size = tf.gather(tf.reshape(size, [-1, cells, 2]), indices, batch_dims=1)
@@ -414,16 +468,58 @@ def detection_loss(
         "heatmap": heat_loss,
         "size": size_loss,
         "offset": offset_loss,
+        "giou": tf.zeros_like(total),
         "num_objects": count,
     }
+
+
+def giou(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
+    """Generalized IoU of boxes (..., 4) xmin, ymin, xmax, ymax: IoU minus the share of the enclosing
+    box that the union leaves empty; -1..1, finite for empty boxes."""
+    inter_w = tf.nn.relu(tf.minimum(a[..., 2], b[..., 2]) - tf.maximum(a[..., 0], b[..., 0]))
+    inter_h = tf.nn.relu(tf.minimum(a[..., 3], b[..., 3]) - tf.maximum(a[..., 1], b[..., 1]))
+    inter = inter_w * inter_h
+    area_a = tf.nn.relu(a[..., 2] - a[..., 0]) * tf.nn.relu(a[..., 3] - a[..., 1])
+    area_b = tf.nn.relu(b[..., 2] - b[..., 0]) * tf.nn.relu(b[..., 3] - b[..., 1])
+    union = area_a + area_b - inter
+    enclose_w = tf.maximum(a[..., 2], b[..., 2]) - tf.minimum(a[..., 0], b[..., 0])
+    enclose_h = tf.maximum(a[..., 3], b[..., 3]) - tf.minimum(a[..., 1], b[..., 1])
+    enclose = tf.nn.relu(enclose_w) * tf.nn.relu(enclose_h)
+    return inter / tf.maximum(union, 1e-6) - (enclose - union) / tf.maximum(enclose, 1e-6)
+
+
+def _dense_box_losses(
+    size: tf.Tensor, offset: tf.Tensor, targets: Mapping[str, tf.Tensor], stride: int, count: tf.Tensor
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Per-image (size, offset, GIoU) losses over the weighted cells of box_map, divided by count."""
+    box = tf.cast(targets["box_map"], tf.float32)
+    weight = tf.cast(targets["box_weight"], tf.float32)
+    cols = tf.range(tf.shape(size)[2], dtype=tf.float32)[tf.newaxis, tf.newaxis, :]
+    rows = tf.range(tf.shape(size)[1], dtype=tf.float32)[tf.newaxis, :, tf.newaxis]
+    true_size = tf.stack([box[..., 2] - box[..., 0], box[..., 3] - box[..., 1]], axis=-1)
+    centre_x = (box[..., 0] + box[..., 2]) / (2.0 * stride)
+    centre_y = (box[..., 1] + box[..., 3]) / (2.0 * stride)
+    true_offset = tf.stack([centre_x - cols, centre_y - rows], axis=-1)
+    rel = tf.reduce_mean(tf.abs(size - true_size) / tf.maximum(true_size, 1.0), axis=-1)
+    off = tf.reduce_mean(tf.abs(offset - true_offset), axis=-1)
+    px = (cols + offset[..., 0]) * stride
+    py = (rows + offset[..., 1]) * stride
+    half_w, half_h = size[..., 0] / 2.0, size[..., 1] / 2.0
+    predicted = tf.stack([px - half_w, py - half_h, px + half_w, py + half_h], axis=-1)
+    box_loss = 1.0 - giou(predicted, box)
+
+    def per_image(values: tf.Tensor) -> tf.Tensor:
+        return tf.reduce_sum(values * weight, axis=[1, 2]) / count
+
+    return per_image(rel), per_image(off), per_image(box_loss)
 
 
 # --------------------------------------------------------------------------------------------
 # Quantization-aware training and int8 export
 # --------------------------------------------------------------------------------------------
 
-#: Layers with fixed weights: the input normalisation and the size head's scale.
-FIXED_LAYERS: tuple[str, ...] = ("normalize", "size")
+#: Layers with fixed weights: the input normalisation and the size and offset heads' scales.
+FIXED_LAYERS: tuple[str, ...] = ("normalize", "size", "offset")
 
 
 def tf_keras_twin(model: keras.Model, *, width: float = 1.0) -> Any:

@@ -14,13 +14,14 @@ from typing import Any, Literal
 import numpy as np
 import tensorflow as tf
 
-from sprint2.augment import MIN_VISIBLE, PAD, AugmentParams, augment
+from sprint2.augment import MIN_VISIBLE, PAD, AugmentParams, augment, mosaic
 from sprint2.detector import build_targets
 from sprint2.evaluate import image_targets
 
 logger = logging.getLogger(__name__)
 
 Target = Literal["largest", "all"]
+MOSAIC_STREAM = 1  # folded into a batch's augmentation seed for mosaic's draws, independent of augment's
 
 
 def make_targets(ds: Any, target: Target = "largest") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -155,8 +156,10 @@ def detection_dataset(
 
     labels (N, M), boxes (N, M, 4) px and difficult (N, M) come from padded_targets / padded_flags
     (-1 as padding). Augmentation moves every box; a box it pushes mostly out of the frame becomes
-    padding, its difficult flag with it. `build_targets` then turns each augmented batch into the
-    heatmap, sizes, offsets and masks of `sprint2.detector` (difficult boxes ignored there).
+    padding, its difficult flag with it. With params.mosaic > 0, `mosaic` first tiles picked images with
+    three others (M becomes 4M box rows per image); `augment` then acts on the mosaics. `build_targets`
+    then turns each augmented batch into the heatmap, sizes, offsets and masks of `sprint2.detector`
+    (difficult boxes ignored there).
     """
     if (
         np.ndim(boxes) != 3
@@ -169,6 +172,7 @@ def detection_dataset(
         )
     input_hw = (int(np.shape(images)[1]), int(np.shape(images)[2]))
     ds = _batched((images, labels, boxes, np.asarray(difficult, bool)), global_batch, seed, epoch)
+    chance = (params or AugmentParams()).mosaic
 
     def prepare(step: tf.Tensor, batch: tuple) -> tuple:
         x, y, b, hard = batch
@@ -176,6 +180,11 @@ def detection_dataset(
         valid = y >= 0
         if augment_data:
             seed_pair = tf.stack([tf.cast(seed * 7919 + epoch, tf.int64), step])
+            if chance > 0:
+                tiled_seed = tf.random.experimental.stateless_fold_in(seed_pair, MOSAIC_STREAM)
+                x, b, valid, y, hard = mosaic(
+                    x, b, valid, y, hard, tiled_seed, chance, min_visible=min_visible
+                )
             x, b, valid = augment(x, b, valid, seed_pair, params, min_visible=min_visible)
         targets = build_targets(b, y, valid, hard & valid, num_classes=num_classes, input_hw=input_hw)
         return x, targets

@@ -164,6 +164,9 @@ class TrainConfig:
     # False: validation is only recorded; the run trains its whole plan and keeps its last weights
     # (a validation set too small to read, schedule.reads_validation).
     select_epoch: bool = True
+    # The detector's size and offset regression: "dense" from every cell of an object's Gaussian core
+    # with a GIoU term (detector.dense_box_targets), or "centre" from its centre cell alone.
+    box_regression: Literal["dense", "centre"] = "centre"
 
 
 @dataclass
@@ -421,7 +424,7 @@ def _run_signature(config: TrainConfig, input_hw: tuple[int, int], class_names: 
         "weight_decay",
     ]
     if config.model == "detector":
-        fields += ["precision", "width", "max_boxes", "ema_momentum"]
+        fields += ["precision", "width", "max_boxes", "ema_momentum", "box_regression"]
     recipe = {name: getattr(config, name) for name in fields}
     augmentation = config.augmentation
     recipe["augmentation"] = (

@@ -3,15 +3,25 @@
 from __future__ import annotations
 
 import dataclasses
+import itertools
 from dataclasses import dataclass, field
 
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from sprint2.augment import AUGMENT_PRESETS, FILL_VALUE, MIN_VISIBLE, AugmentParams, augment, augment_params
+from sprint2.augment import (
+    AUGMENT_PRESETS,
+    FILL_VALUE,
+    MIN_VISIBLE,
+    AugmentParams,
+    _mosaic_draws,
+    augment,
+    augment_params,
+    mosaic,
+)
 from sprint2.evaluate import image_targets
-from sprint2.pipeline import make_dataset, make_targets, padded_targets
+from sprint2.pipeline import detection_dataset, make_dataset, make_targets, padded_targets
 
 SIZE = 64
 HEIGHT, WIDTH = 48, 80  # the property tests' frame: non-square, so a transform that swaps x and y shows
@@ -388,3 +398,193 @@ def test_make_dataset_padded_boxes_drop_labels_with_their_boxes() -> None:
     assert dropped > 0
     plain = next(iter(make_dataset(images, labels, boxes, 16, seed=0, epoch=1, augment_data=False)))
     assert plain[0].dtype == tf.float32 and (plain[1].numpy() >= 0).all()
+
+
+# --------------------------------------------------------------------------------------------
+# Mosaic
+# --------------------------------------------------------------------------------------------
+
+# 37 colours, each with a channel at 255 and none a multiple of another: a pixel blending one of them with
+# the black ground never passes for another, so each object of a batch has a colour of its own.
+MOSAIC_COLOURS = np.array([t for t in itertools.product(range(4), repeat=3) if max(t) == 3], np.float32) * 85
+
+
+def mosaic_scene(n: int, seed: int, rows: int = 5) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """`scene` with one colour per object of the batch: images, boxes (n, rows, 4), ids (n, rows) (the
+    object's MOSAIC_COLOURS index and its label, -1 as padding) and difficult (n, rows): every third id."""
+    images, boxes, labels = scene(n, seed, rows=rows)
+    ids = np.where(labels >= 0, np.cumsum(labels >= 0).reshape(labels.shape) - 1, -1).astype(np.int32)
+    assert ids.max() < len(MOSAIC_COLOURS)
+    for i, j in zip(*np.nonzero(ids >= 0)):
+        x0, y0, x1, y1 = boxes[i, j].astype(int)
+        images[i, y0:y1, x0:x1] = MOSAIC_COLOURS[ids[i, j]]
+    return images, boxes, ids, (ids >= 0) & (ids % 3 == 0)
+
+
+def _mosaic(images, boxes, ids, hard, seed, probability=1.0):
+    out = mosaic(
+        tf.constant(images),
+        tf.constant(boxes),
+        tf.constant(ids >= 0),
+        tf.constant(ids),
+        tf.constant(hard),
+        tf.constant(seed, tf.int64),
+        probability,
+    )
+    return [t.numpy() for t in out]
+
+
+def assert_solid_colour(image: np.ndarray, box: np.ndarray, colour: np.ndarray, where: str) -> None:
+    """Pixels centred 1.5 px or more inside the box are exactly `colour`; no pixel centred over half a pixel
+    outside it comes near that colour; and across the box's middle, a pixel near the box is more than half
+    `colour` exactly when its centre lies inside it (bilinear ramps cross one half on the true edge)."""
+    ys, xs = np.arange(image.shape[0])[:, None] + 0.5, np.arange(image.shape[1])[None] + 0.5
+    x0, y0, x1, y1 = box
+
+    def within(margin: float) -> np.ndarray:
+        return (xs >= x0 - margin) & (xs <= x1 + margin) & (ys >= y0 - margin) & (ys <= y1 + margin)
+
+    distance = np.abs(image - colour).max(axis=-1)
+    assert (distance[within(-1.5)] < 0.01).all(), f"{where}: the inside is not its colour"
+    stray = (distance < 10) & ~within(0.5)
+    assert not stray.any(), f"{where}: its colour at {np.argwhere(stray)[:3].tolist()} (row, col)"
+    share = image @ colour / (colour @ colour)
+    cx, cy = xs[0], ys[:, 0]
+    rows, cols = (cy >= y0 + 1.5) & (cy <= y1 - 1.5), (cx >= x0 + 1.5) & (cx <= x1 - 1.5)
+    for lines, centres, lo, hi in [(share[rows], cx, x0, x1), (share[:, cols].T, cy, y0, y1)]:
+        # Within a pixel of the box (other objects lie further), and no tie on an edge.
+        clear = (
+            (centres > lo - 1)
+            & (centres < hi + 1)
+            & (np.abs(centres - lo) > 1e-3)
+            & (np.abs(centres - hi) > 1e-3)
+        )
+        expected = (centres > lo) & (centres < hi)
+        assert (((lines > 0.5) == expected) | ~clear).all(), f"{where}: an edge is off"
+
+
+def test_mosaic_boxes_follow_their_pixels() -> None:
+    """Probability 1: each kept box sits on its own object's pixels (found by colour, label = colour), lands
+    where the window puts it, and every object the window shows whole is kept; clipped ones obey the rule."""
+    n, rows = 8, 5
+    counts = {"whole": 0, "clipped": 0, "dropped": 0}
+    for seed in range(4):
+        images, boxes, ids, hard = mosaic_scene(n, seed, rows)
+        out_images, out_boxes, mask, out_ids, _ = _mosaic(images, boxes, ids, hard, [seed, 7])
+        assert out_images.shape == images.shape and out_boxes.shape == (n, 4 * rows, 4)
+        _, k, fx, fy = (t.numpy() for t in _mosaic_draws(tf.constant([seed, 7], tf.int64), n, 1.0))
+        for i in range(n):
+            # Quadrant q of the 2H x 2W canvas holds image i + q; the window's corner maps to 0, scale 1 / k.
+            cells = [np.array([q % 2 * WIDTH, q // 2 * HEIGHT] * 2, np.float32) for q in range(4)]
+            src = np.concatenate([boxes[(i + q) % n] + cells[q] for q in range(4)])
+            expected = (src - np.array([fx[i] * WIDTH, fy[i] * HEIGHT] * 2)) / k[i]
+            src_ids = np.concatenate([ids[(i + q) % n] for q in range(4)])
+            frame = np.array([WIDTH, HEIGHT] * 2, np.float32)
+            clipped = np.clip(expected, 0, frame)
+            for r, box in enumerate(expected):
+                where = f"seed {seed}, image {i}, row {r}, id {src_ids[r]}"
+                if src_ids[r] < 0:
+                    assert not mask[i, r] and out_ids[i, r] == -1, where
+                    continue
+                area, visible = (np.prod(np.maximum(b[2:] - b[:2], 0)) for b in (box, clipped[r]))
+                if np.allclose(box, clipped[r], atol=1e-4):
+                    counts["whole"] += 1
+                    assert mask[i, r], f"{where}: whole inside the output, dropped"
+                elif abs(visible - MIN_VISIBLE * area) > 1e-3 * area:
+                    counts["clipped" if mask[i, r] else "dropped"] += 1
+                    assert mask[i, r] == (visible > MIN_VISIBLE * area), f"{where}: drop rule"
+                if mask[i, r]:
+                    np.testing.assert_allclose(out_boxes[i, r], clipped[r], atol=1e-3, err_msg=where)
+                    assert out_ids[i, r] == src_ids[r], where
+                    assert_solid_colour(out_images[i], out_boxes[i, r], MOSAIC_COLOURS[src_ids[r]], where)
+                else:
+                    assert out_ids[i, r] == -1 and (out_boxes[i, r] == -1).all(), where
+    assert min(counts.values()) > 0, counts  # every case is exercised
+
+
+def test_mosaic_off_or_not_picked_leaves_images_unchanged() -> None:
+    """Probability 0: everything as it came, padded to 4M rows; probability 0.5: the same for the images
+    not picked, while the picked ones change."""
+    rows = 5
+    images, boxes, ids, hard = mosaic_scene(8, 1, rows)
+    out_images, out_boxes, mask, out_ids, out_hard = _mosaic(images, boxes, ids, hard, [3, 4], 0.0)
+    np.testing.assert_array_equal(out_images, images)
+    np.testing.assert_array_equal(out_boxes[:, :rows], boxes)
+    np.testing.assert_array_equal(out_boxes[:, rows:], -1.0)
+    assert mask.tolist() == np.pad(ids >= 0, [(0, 0), (0, 3 * rows)]).tolist()
+    assert out_ids.tolist() == np.pad(ids, [(0, 0), (0, 3 * rows)], constant_values=-1).tolist()
+    assert out_hard.tolist() == np.pad(hard, [(0, 0), (0, 3 * rows)]).tolist()
+
+    images, boxes, ids, hard = mosaic_scene(8, 2, rows)
+    picked = _mosaic_draws(tf.constant([5, 6], tf.int64), 8, 0.5)[0].numpy()
+    assert 0 < picked.sum() < 8
+    out_images, out_boxes, mask, out_ids, _ = _mosaic(images, boxes, ids, hard, [5, 6], 0.5)
+    np.testing.assert_array_equal(out_images[~picked], images[~picked])
+    np.testing.assert_array_equal(out_boxes[~picked, :rows], boxes[~picked])
+    np.testing.assert_array_equal(out_ids[~picked, :rows], ids[~picked])
+    assert (out_ids[~picked, rows:] == -1).all() and not mask[~picked, rows:].any()
+    assert all(not np.array_equal(a, b) for a, b in zip(out_images[picked], images[picked]))
+    assert (out_ids[picked, rows:] >= 0).any()
+
+
+def test_mosaic_is_reproducible_and_seed_dependent() -> None:
+    images, boxes, ids, hard = mosaic_scene(8, 3)
+    first = _mosaic(images, boxes, ids, hard, [1, 2], 0.7)
+    second = _mosaic(images, boxes, ids, hard, [1, 2], 0.7)
+    other = _mosaic(images, boxes, ids, hard, [1, 3], 0.7)
+    for a, b in zip(first, second):
+        np.testing.assert_array_equal(a, b)
+    assert not np.array_equal(first[0], other[0]) and not np.array_equal(first[1], other[1])
+
+
+def test_mosaic_labels_and_difficult_flags_travel_with_their_boxes() -> None:
+    """Each kept row keeps its object's label and difficult flag; dropped and padding rows are -1 / False."""
+    n, rows = 8, 5
+    images, boxes, ids, hard = mosaic_scene(n, 4, rows)
+    by_id = {int(ids[r, j]): (boxes[r, j], bool(hard[r, j])) for r, j in zip(*np.nonzero(ids >= 0))}
+    out_images, out_boxes, mask, out_ids, out_hard = _mosaic(images, boxes, ids, hard, [9, 9])
+    assert (mask == (out_ids >= 0)).all()
+    assert not out_hard[~mask].any() and (out_boxes[~mask] == -1).all()
+    assert out_hard[mask].any() and not out_hard[mask].all()
+    for i, r in zip(*np.nonzero(mask)):
+        box, flag = by_id[int(out_ids[i, r])]
+        assert out_hard[i, r] == flag
+        src = ids[(i + r // rows) % n, r % rows]  # row q * M + j is row j of image i + q
+        assert out_ids[i, r] == src
+        # Its size matches the source object's, at the window's common scale (unless clipped).
+        assert_solid_colour(out_images[i], out_boxes[i, r], MOSAIC_COLOURS[src], f"image {i}, row {r}")
+        assert (out_boxes[i, r, 2:] - out_boxes[i, r, :2] <= box[2:] - box[:2] + 1e-3).all()
+
+
+def test_detection_dataset_with_mosaic_puts_one_peak_on_every_kept_box() -> None:
+    """mosaic=1.0: 4M box rows, one heatmap peak (a class per object) per kept box, more objects per
+    image than without; the default parameters keep M rows and the same batch as mosaic=0.0."""
+    n, rows = 8, 5
+    images, boxes, ids, _ = mosaic_scene(n, 5, rows)
+    hard = np.zeros_like(ids, bool)
+
+    def first_batch(params: AugmentParams) -> dict:
+        ds = detection_dataset(
+            images,
+            ids,
+            boxes,
+            hard,
+            n,
+            num_classes=int(ids.max()) + 1,
+            seed=2,
+            epoch=0,
+            augment_data=True,
+            params=params,
+        )
+        return {key: t.numpy() for key, t in next(iter(ds))[1].items()}
+
+    tiled = first_batch(AugmentParams(mosaic=1.0))
+    assert tiled["indices"].shape == (n, 4 * rows) and tiled["reg_mask"].shape == (n, 4 * rows)
+    kept = tiled["reg_mask"].sum(axis=1)
+    peaks = (tiled["heatmap"] == 1.0).sum(axis=(1, 2, 3))
+    assert peaks.tolist() == kept.tolist()
+    assert kept.sum() > 1.5 * (ids >= 0).sum()
+    plain = first_batch(AugmentParams())
+    assert plain["indices"].shape == (n, rows) and plain["heatmap"].shape == tiled["heatmap"].shape
+    for key, value in first_batch(AugmentParams(mosaic=0.0)).items():
+        np.testing.assert_array_equal(value, plain[key], err_msg=key)

@@ -275,26 +275,68 @@ def test_targets_by_hand(targets: dict[str, np.ndarray]) -> None:
 
 
 def perfect_output(targets: dict[str, np.ndarray], logit: float = 9.0) -> np.ndarray:
-    """An output with confident peaks exactly at the targets and exact sizes and offsets at the centres."""
+    """An output with confident peaks exactly at the targets and, at every cell, the size of the box
+    the cell regresses (box_map) and the offset from the cell to that box's centre."""
     heat = targets["heatmap"]
     prob = np.where(heat == 1.0, 1 / (1 + math.exp(-logit)), 1e-4)
-    regress = np.zeros(heat.shape[:3] + (4,), np.float32)
-    for b, m in zip(*np.nonzero(targets["reg_mask"])):
+    box = np.asarray(targets["box_map"])
+    rows, cols = np.mgrid[: heat.shape[1], : heat.shape[2]]
+    size = np.stack([box[..., 2] - box[..., 0], box[..., 3] - box[..., 1]], axis=-1)
+    offset = np.stack(
+        [
+            (box[..., 0] + box[..., 2]) / (2 * d.STRIDE) - cols,
+            (box[..., 1] + box[..., 3]) / (2 * d.STRIDE) - rows,
+        ],
+        axis=-1,
+    )
+    for b, m in zip(*np.nonzero(targets["reg_mask"])):  # the centre cells, as the centre targets say
         r, c = divmod(int(targets["indices"][b, m]), heat.shape[2])
-        regress[b, r, c] = np.concatenate([targets["size"][b, m], targets["offset"][b, m]])
-    return np.concatenate([prob, regress], axis=-1).astype(np.float32)
+        np.testing.assert_allclose(size[b, r, c], targets["size"][b, m])
+        np.testing.assert_allclose(offset[b, r, c], targets["offset"][b, m], atol=1e-5)
+    return np.concatenate([prob, size, offset], axis=-1).astype(np.float32)
 
 
-def loss_of(output: np.ndarray, targets: dict) -> dict[str, np.ndarray]:
-    return {k: v.numpy() for k, v in d.detection_loss(tf.constant(output), targets, num_classes=C).items()}
+def loss_of(output: np.ndarray, targets: dict, dense: bool = True) -> dict[str, np.ndarray]:
+    losses = d.detection_loss(tf.constant(output), targets, num_classes=C, dense=dense)
+    return {k: v.numpy() for k, v in losses.items()}
 
 
-def test_perfect_prediction_has_no_regression_loss(targets: dict) -> None:
-    loss = loss_of(perfect_output(targets), targets)
+@pytest.mark.parametrize("dense", [True, False])
+def test_perfect_prediction_has_no_regression_loss(targets: dict, dense: bool) -> None:
+    loss = loss_of(perfect_output(targets), targets, dense)
     assert loss["loss"].shape == (3,)
-    assert np.abs(loss["size"]).max() < 1e-6 and np.abs(loss["offset"]).max() < 1e-6
+    assert np.abs(loss["size"]).max() < 1e-6 and np.abs(loss["offset"]).max() < 1e-5
+    assert np.abs(loss["giou"]).max() < 1e-5
     assert loss["heatmap"].max() < 0.01
     np.testing.assert_allclose(loss["num_objects"], [3, 3, 1])
+
+
+def test_dense_regression_weights_each_object_once_around_its_centre(targets: dict) -> None:
+    weight = np.asarray(targets["box_weight"])
+    # Every trained object's cells weigh 1 in all: per image, the weights sum to its object count.
+    np.testing.assert_allclose(
+        weight.sum(axis=(1, 2)), np.asarray(targets["reg_mask"]).sum(axis=1), atol=1e-4
+    )
+    for b, m in zip(*np.nonzero(targets["reg_mask"])):
+        r, c = divmod(int(targets["indices"][b, m]), weight.shape[2])
+        assert weight[b, r, c] > 0  # the centre cell always regresses its own object
+        np.testing.assert_allclose(
+            targets["box_map"][b, r, c], np.clip(CASE["boxes"][b][m], 0, [HW[1], HW[0]] * 2)
+        )
+    reach = d.OFFSET_REACH
+    rows, cols = np.nonzero(weight[0])
+    centres = [divmod(int(i), weight.shape[2]) for i in targets["indices"][0][targets["reg_mask"][0] > 0]]
+    for r, c in zip(rows, cols):  # a weighted cell lies within OFFSET_REACH cells of some centre
+        assert any(abs(r - rr) <= reach and abs(c - cc) <= reach for rr, cc in centres)
+    # A prediction off by half a box at the non-centre cells costs GIoU loss only in dense mode.
+    moved = perfect_output(targets)
+    centre_cells = np.zeros(weight.shape, bool)
+    for b, m in zip(*np.nonzero(targets["reg_mask"])):
+        centre_cells[b][divmod(int(targets["indices"][b, m]), weight.shape[2])] = True
+    moved[..., C + 2 :][~centre_cells] += 3.0
+    assert (
+        loss_of(moved, targets)["giou"][0] > 0.05 and loss_of(moved, targets, dense=False)["offset"][0] < 1e-5
+    )
 
 
 def test_a_worse_heatmap_costs_more(targets: dict) -> None:

@@ -407,7 +407,7 @@ class DetectorTask(Task):
         return plain
 
     def losses(self, batch: Any, outputs: Any) -> dict[str, tf.Tensor]:
-        dense = getattr(self.config, "box_regression", "dense") == "dense"
+        dense = self.config.box_regression == "dense"
         return detection_loss(outputs, batch[1], num_classes=self.num_classes, dense=dense)
 
     def stats(self, batch: Any, outputs: Any, losses: dict[str, tf.Tensor]) -> dict[str, tf.Tensor]:

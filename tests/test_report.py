@@ -111,8 +111,14 @@ def test_a_failure_names_the_cell_on_the_console(series: Path, tmp_path: Path) -
 
 
 # ----------------------------------------------------------------------------- TensorFlow's start-up lines
-#: The phrases of TensorFlow 2.21's start-up notices on a machine without GPU.
-NOISE = ("All log messages before absl::InitializeLog()", "oneDNN custom operations", "failed call to cuInit")
+#: The phrases of TensorFlow 2.21's start-up notices on a machine without GPU. Which of them a start
+#: prints depends on the CPU (this AVX2-only machine prints no oneDNN notice), so a check asks for some.
+NOISE = (
+    "All log messages before absl::InitializeLog()",
+    "oneDNN custom operations",
+    "Could not find cuda drivers",
+    "failed call to cuInit",
+)
 
 
 def _stderr_text(executed: Path) -> str:
@@ -144,7 +150,8 @@ def test_notebooks_show_no_tensorflow_start_up_lines_but_real_warnings(tmp_path:
     quiet, loud = _stderr_text(out / "01_quiet.ipynb"), _stderr_text(out / "02_loud.ipynb")
     assert not [phrase for phrase in NOISE if phrase in quiet], quiet
     assert "a planted native error" in quiet and "a planted python warning" in quiet, quiet
-    assert NOISE[0] in loud and NOISE[1] in loud, f"the notices did not reach the notebook: {loud!r}"
+    seen = [phrase for phrase in NOISE if phrase in loud]
+    assert NOISE[0] in seen and len(seen) >= 2, f"the notices did not reach the notebook: {loud!r}"
 
 
 def test_the_stderr_filter_drops_only_the_notices() -> None:

@@ -20,9 +20,10 @@ costs more CPU per image than this module's single resampling.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
 
 import tensorflow as tf
+
+from sprint2.recipes import AugmentParams
 
 logger = logging.getLogger(__name__)
 
@@ -30,61 +31,6 @@ FILL_VALUE = 127.0  # canvas grey for zoomed-out images: neutral, not a copy of 
 MIN_VISIBLE = 0.25  # a clipped box showing less than this share of its area no longer identifies its object
 PAD = -1.0  # the coordinate of padded and dropped box rows
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma
-
-
-@dataclass(frozen=True)
-class AugmentParams:
-    """How hard `augment` distorts a batch: geometry moves the boxes with the pixels, colour leaves them.
-
-    zoom: scale range (>1 zooms in, <1 zooms out onto a grey canvas); aspect: log-range of independent
-    x/y stretching; shift: largest translation as a fraction of the image; brightness/contrast/saturation:
-    jitter strengths; hue: largest hue rotation in turns; grayscale: probability of dropping colour;
-    mosaic: probability that a training image is replaced by a `mosaic` of four (applied before the rest).
-    """
-
-    flip: bool = True
-    zoom: tuple[float, float] = (0.9, 1.1)
-    aspect: float = 0.0
-    shift: float = 0.1
-    brightness: float = 0.0
-    contrast: float = 0.0
-    saturation: float = 0.0
-    hue: float = 0.0
-    grayscale: float = 0.0
-    mosaic: float = 0.0
-
-    @property
-    def has_colour(self) -> bool:
-        """Whether any colour jitter is on."""
-        return bool(self.brightness or self.contrast or self.saturation or self.hue or self.grayscale)
-
-
-# "light": mild geometric jitter, for the synthetic shapes. "strong": wide zooms and shifts plus colour
-# jitter, for small photo datasets, where a few hundred images would otherwise be learnt by heart.
-AUGMENT_PRESETS: dict[str, AugmentParams] = {
-    "light": AugmentParams(),
-    "strong": AugmentParams(
-        zoom=(0.6, 1.4),
-        aspect=0.15,
-        shift=0.5,
-        brightness=0.15,
-        contrast=0.3,
-        saturation=0.3,
-        hue=0.03,
-        grayscale=0.1,
-    ),
-}
-
-
-def augment_params(spec: str | AugmentParams) -> AugmentParams:
-    """Resolves a preset name ("light", "strong") or passes explicit parameters through."""
-    if isinstance(spec, AugmentParams):
-        return spec
-    if spec not in AUGMENT_PRESETS:
-        raise ValueError(
-            f"augmentation must be one of {sorted(AUGMENT_PRESETS)} or AugmentParams, got {spec!r}"
-        )
-    return AUGMENT_PRESETS[spec]
 
 
 def colour_jitter(images: tf.Tensor, p: AugmentParams, seeds: tf.Tensor) -> tf.Tensor:

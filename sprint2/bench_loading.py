@@ -34,7 +34,6 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
-from sprint2.bench_training import round_order, spread
 from sprint2.loading import AUTO_METHOD, load_dataset
 from sprint2.taskqueue import (
     TaskQueue,
@@ -43,6 +42,7 @@ from sprint2.taskqueue import (
     process_pool_factory,
     warm_process_pool,
 )
+from sprint2.timing import round_order, spread
 from sprint2.voc import discover
 
 logger = logging.getLogger(__name__)

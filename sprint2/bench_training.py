@@ -49,6 +49,8 @@ from typing import Any
 import numpy as np
 from tqdm import tqdm
 
+from sprint2.timing import round_order, spread
+
 logger = logging.getLogger(__name__)
 
 GPU_CPU_RATIO_ORIGINAL = 12 * 60 / 47  # the original sprint: 12 min on CPU vs 47 s on GPU, 10 epochs each
@@ -154,22 +156,6 @@ def project_multi_gpu(
     return rows
 
 
-def spread(values: Sequence[float]) -> float:
-    """(max - min) / median of the values: how far apart repeated measurements of one thing landed."""
-    arr = np.asarray(values, np.float64)
-    median = float(np.median(arr))
-    return float((arr.max() - arr.min()) / median) if median > 0 else 0.0
-
-
-def round_order(count: int, round_no: int) -> list[int]:
-    """The order the settings take turns in during round ``round_no``: forward in even rounds, backward
-    in odd ones. Neighbours stay neighbours in every round (no strategy beside mirrored x1), and over a
-    pair of rounds every setting is as often early as late, so steady drift of the machine's load
-    cancels out."""
-    order = list(range(count))
-    return order if round_no % 2 == 0 else order[::-1]
-
-
 @dataclass(frozen=True)
 class ModelSpec:
     """One benchmarked model: its kind, network input (height, width), batch per replica and precision."""
@@ -229,8 +215,8 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
 
 def _detector_defaults(data_dir: Path | str, seed: int) -> tuple[tuple[int, int], int]:
     """The detector schedule's (input_hw, batch per replica) for one replica on this data."""
-    from sprint2.experiment import train_samples
     from sprint2.schedule import DataStats, detector_schedule
+    from sprint2.splits import train_samples
 
     schedule = detector_schedule(DataStats.from_samples(train_samples(Path(data_dir), seed)), replicas=1)
     return schedule.input_hw, schedule.batch_size
@@ -292,8 +278,9 @@ class _Unit:
         import tensorflow as tf
 
         from sprint2.distribute import StrategyInfo
+        from sprint2.recipes import RECIPES, TrainConfig, choose_recipe
         from sprint2.tasks import make_task
-        from sprint2.training import RECIPES, TrainConfig, _Run, choose_recipe
+        from sprint2.training import TrainingRun
 
         spec = self.spec
         strategy = self.strategy if self.strategy is not None else tf.distribute.get_strategy()
@@ -313,7 +300,7 @@ class _Unit:
         info = StrategyInfo(kind="bench", replicas=replicas, reason=self.setting)
         with _PeakRss() as rss, self._device():
             task = make_task(config, train_ds.class_names)
-            self.run = _Run(config, strategy, info, task, task.prepare(train_ds, None, replicas))
+            self.run = TrainingRun(config, strategy, info, task, task.prepare(train_ds, None, replicas))
             self.epoch = self.run.restore()
             self.first_epoch_s = float(self._epoch()["seconds"])
         self.start_rss_mb, self.peak_rss_mb = rss.start_mb, rss.peak_mb

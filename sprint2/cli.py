@@ -198,7 +198,7 @@ def _parser() -> argparse.ArgumentParser:
     t.add_argument(
         "--recipe",
         default="auto",
-        help="a recipe of sprint2.training.RECIPES (detector, synthetic, small-photos), or auto: "
+        help="a recipe of sprint2.recipes.RECIPES (detector, synthetic, small-photos), or auto: "
         "detector for the detector; small-photos under 400 training images, synthetic otherwise",
     )
     t.add_argument(
@@ -479,8 +479,9 @@ def _train(args: argparse.Namespace) -> int:
         raise ValueError(f"--val-fraction must be in [0, 1), got {args.val_fraction}")
     if args.budget is not None and args.budget <= 0:
         raise ValueError(f"--budget must be positive seconds, got {args.budget}")
+    from sprint2.experiment import run_training
     from sprint2.loading import LoadOptions
-    from sprint2.training import DEFAULT_SIZE, run_training
+    from sprint2.recipes import DEFAULT_SIZE
 
     detector = args.model == "detector"
     if args.size is not None:

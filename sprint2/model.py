@@ -11,6 +11,7 @@ registered beside them, so `build_model` makes every kind the training loop trai
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 from typing import Any, Literal
 
 import keras
@@ -224,3 +225,8 @@ def model_flops(model: Any) -> dict[str, Any]:
 def gradient_bytes(model: Any) -> int:
     """Bytes all-reduced per step: every trainable variable's size x its dtype's width (4 for float32)."""
     return int(sum(int(np.prod(v.shape)) * tf.as_dtype(v.dtype).size for v in model.trainable_variables))
+
+
+def load_model(model_path: Path) -> keras.Model:
+    """Loads a .keras file for inference (this module registers the custom layers it may hold)."""
+    return keras.models.load_model(Path(model_path), compile=False)

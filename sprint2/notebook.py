@@ -69,7 +69,7 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         },
     },
     "04_mirrored_training": {
-        # epochs, batch and size are sprint2.training.run_training's defaults
+        # epochs, batch and size are sprint2.experiment.run_training's defaults
         "full": {
             "strategy": "auto",
             "replicas": None,

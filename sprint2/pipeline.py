@@ -14,9 +14,10 @@ from typing import Any, Literal
 import numpy as np
 import tensorflow as tf
 
-from sprint2.augment import MIN_VISIBLE, PAD, AugmentParams, augment, mosaic
+from sprint2.augment import MIN_VISIBLE, PAD, augment, mosaic
 from sprint2.detector import build_targets
 from sprint2.evaluate import image_targets
+from sprint2.recipes import AugmentParams
 
 logger = logging.getLogger(__name__)
 

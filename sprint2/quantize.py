@@ -31,11 +31,12 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm  # the plain bar: disable=None turns it off unless stderr is a terminal
 
-from sprint2.bench_training import round_order, spread
 from sprint2.errors import DataError
 from sprint2.evaluate import OUTPUT_NAMES, Outputs, Predictor, predict_batched
+from sprint2.model import load_model
 from sprint2.modelcard import ModelCard, card_path
 from sprint2.predict import LiteRTPredictor
+from sprint2.timing import round_order, spread
 
 logger = logging.getLogger(__name__)
 
@@ -402,12 +403,6 @@ def _run_fields(
     }
 
 
-def load_model(model_path: Path) -> keras.Model:
-    """Loads a .keras file for inference; imports sprint2.model first so its custom layers are registered."""
-    importlib.import_module("sprint2.model")
-    return keras.models.load_model(Path(model_path), compile=False)
-
-
 def is_detector(model: keras.Model) -> bool:
     """Whether a loaded model is the detector of sprint2.detector (its three named heads)."""
     names = {layer.name for layer in model.layers}
@@ -425,10 +420,10 @@ def detector_map(
     """map50 and map50_95 of raw detector outputs (chunks in image order) on test_ds, scored as training is.
 
     Decoding uses sprint2.tasks.DECODE (the mAP score floor, top-k, NMS) in network-input pixels,
-    then sprint2.experiment.detection_report at the card's score threshold.
+    then sprint2.scoring.detection_report at the card's score threshold.
     """
     from sprint2.decode import decode
-    from sprint2.experiment import detection_report
+    from sprint2.scoring import detection_report
     from sprint2.tasks import DECODE
 
     dets = []
@@ -564,8 +559,8 @@ def qat_fine_tune(
 
 def _detector_splits(data_dir: Path, card: ModelCard, model_path: Path) -> tuple[Any, Any]:
     """(train, test) of the run that trained the model: its card's seed and validation rule, as evaluate."""
-    from sprint2.experiment import load_run_splits
     from sprint2.loading import LoadOptions
+    from sprint2.splits import load_run_splits
 
     options = LoadOptions(size=tuple(card.input_hw), mode=card.resize_mode, errors="skip")  # type: ignore[arg-type]
     train, _, test, _ = load_run_splits(

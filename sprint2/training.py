@@ -7,8 +7,8 @@ strategy, MirroredStrategy (GPUs or logical CPUs) and MultiWorkerMirroredStrateg
 Why not the `BackupAndRestore` callback: callbacks need fit, so resuming is done here with
 `tf.train.Checkpoint` + `tf.train.CheckpointManager` (model, optimizer, epoch counter, early-stop state).
 What differs per model (targets, losses, statistics, the validation score) is a `sprint2.tasks.Task`;
-the detector's schedule comes from `sprint2.schedule`, the scoring and `sprint2 evaluate` from
-`sprint2.experiment`, the multi-worker coordination from `sprint2.distribute`.
+what to train is a `sprint2.recipes.TrainConfig`, the multi-worker coordination is `sprint2.distribute`.
+`sprint2.experiment` is the layer above: a data folder in, metrics.json out.
 """
 
 from __future__ import annotations
@@ -25,59 +25,41 @@ import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any
 
 import keras
 import numpy as np
 import tensorflow as tf
 from tqdm import tqdm
 
-from sprint2.augment import AugmentParams
+from sprint2.dataset import LoadedDataset
 from sprint2.distribute import (
     PEER_ERRORS,
     StrategyInfo,
-    barrier,
     check_same_start,
     gather_ints,
-    get_strategy,
     scratch_dir,
     worker_lost,
 )
-from sprint2.experiment import choose_threshold, load_run_splits, run_metrics, split_validation, train_samples
 from sprint2.malloc import keep_freed_memory
-from sprint2.schedule import (
-    DEFAULT_BUDGET_S,
-    VAL_MIN_OBJECTS,
-    DataStats,
-    Schedule,
-    detector_schedule,
-    epochs_within_budget,
-    reads_validation,
-)
+from sprint2.recipes import TrainConfig
+from sprint2.schedule import epochs_within_budget
+from sprint2.scoring import choose_threshold
 from sprint2.tasks import Task, TaskData, make_task
 
-if TYPE_CHECKING:
-    from sprint2.loading import LoadOptions
-    from sprint2.voc import Sample
-
 __all__ = [
+    "DETECTOR_HISTORY_FIELDS",
     "HISTORY_FIELDS",
-    "RECIPES",
-    "Recipe",
-    "TrainConfig",
+    "PLAN_AFTER",
     "TrainResult",
+    "TrainingRun",
     "calibrate_batch_norm",
-    "choose_recipe",
     "read_history",
-    "run_training",
-    "split_validation",
     "train",
     "write_history",
 ]
 
 logger = logging.getLogger(__name__)
-
-ModelName = Literal["detector", "original", "improved"]
 
 #: history.csv columns of the single-box models; the detector's are in DETECTOR_HISTORY_FIELDS.
 HISTORY_FIELDS = [
@@ -112,61 +94,10 @@ DETECTOR_HISTORY_FIELDS = [
     "images_per_s",
 ]
 
-# Single-box defaults measured on 2 CPU cores: the 600/150 synthetic set needs ~1300 optimizer steps
-# (20 epochs at batch 32 stopped at mean IoU 0.45, 30 at batch 16 at 0.73).
-DEFAULT_EPOCHS = 40
-DEFAULT_BATCH = 16
-DEFAULT_LEARNING_RATE = 2e-3
-DEFAULT_SIZE = 64
-DEFAULT_MODEL: ModelName = "detector"
-SMALL_DATA = 400  # fewer training images than this: the "small-photos" recipe (see choose_recipe)
 RUN_FILE = "run.json"
 # Epochs timed before the time budget fixes the epoch count; the mean of all but the first (which
 # includes tracing) is the epoch time, since on shared or throttled machines single epochs vary by 1.5x.
 PLAN_AFTER = 5
-
-
-@dataclass
-class TrainConfig:
-    """What to train and how; batch_size is per replica (global batch = batch_size x replicas).
-
-    epochs is the most a run trains; with time_budget_s the count is fixed after PLAN_AFTER timed
-    epochs so that the run fits the budget (schedule.epochs_within_budget). precision, width and
-    max_boxes concern the detector only.
-    """
-
-    model: ModelName = "improved"
-    epochs: int = DEFAULT_EPOCHS
-    batch_size: int = DEFAULT_BATCH
-    learning_rate: float = DEFAULT_LEARNING_RATE
-    seed: int = 0
-    augment: bool = True
-    patience: int = 8
-    target: Literal["largest", "all"] = "largest"
-    out_dir: Path | None = None
-    resume: bool = True
-    box_weight: float = 1.0
-    augmentation: str | AugmentParams = "light"  # a name in AUGMENT_PRESETS or explicit parameters
-    warmup_epochs: int = 0
-    weight_decay: float = 0.0  # > 0: AdamW with this decoupled weight decay
-    precision: str = (
-        "auto"  # "auto", "float32", "mixed_bfloat16" or "mixed_float16" (tasks.resolve_precision)
-    )
-    time_budget_s: float | None = None
-    width: float = 1.0  # the detector's channel multiplier
-    max_boxes: int | None = None  # boxes per image the detector trains on (None: the most any image has)
-    # Early stopping waits until this share of the planned epochs is done: under cosine decay the
-    # validation score of a long schedule keeps rising late, and small validation folds are noisy.
-    min_epochs_share: float = 0.0
-    # > 0: validation, the best epoch and the saved model use an exponential moving average of the
-    # weights (this momentum per optimizer step), which is smoother than the last step's weights.
-    ema_momentum: float = 0.0
-    # False: validation is only recorded; the run trains its whole plan and keeps its last weights
-    # (a validation set too small to read, schedule.reads_validation).
-    select_epoch: bool = True
-    # The detector's size and offset regression: "dense" from every cell of an object's Gaussian core
-    # with a GIoU term (detector.dense_box_targets), or "centre" from its centre cell alone.
-    box_regression: Literal["dense", "centre"] = "centre"
 
 
 @dataclass
@@ -188,61 +119,6 @@ class TrainResult:
     threshold_from: str = ""
     precision: str = "float32"
     ended_by: str = "schedule"  # "schedule", "time budget" or "early stop"
-
-
-# --------------------------------------------------------------------------------------------
-# Recipes
-# --------------------------------------------------------------------------------------------
-
-
-@dataclass(frozen=True)
-class Recipe:
-    """The data-dependent part of a schedule: augmentation, warm-up, validation split, patience.
-
-    patience applies only with a validation split; without one the run trains every epoch.
-    """
-
-    augmentation: str | AugmentParams
-    warmup_epochs: int
-    val_fraction: float
-    patience: int
-    min_epochs_share: float = 0.0  # see TrainConfig.min_epochs_share
-    ema_momentum: float = 0.0  # see TrainConfig.ema_momentum
-
-
-#: The detector's augmentation: every box moves with the pixels, so zooms and shifts stay moderate
-#: (a box pushed mostly out of the frame is dropped), with colour jitter for stain and lighting.
-DETECTOR_AUGMENTATION = AugmentParams(
-    zoom=(0.75, 1.3), aspect=0.1, shift=0.15, brightness=0.1, contrast=0.2, saturation=0.2, hue=0.02
-)
-
-RECIPES: dict[str, Recipe] = {
-    # Hundreds of generated shapes: light jitter, a 10% validation split that picks the best epoch.
-    "synthetic": Recipe(augmentation="light", warmup_epochs=0, val_fraction=0.1, patience=8),
-    # A few hundred photos (raccoon): strong augmentation, a warm-up for Adam's noisy first steps, and
-    # no validation split (a few dozen images would make early stopping noise): fixed epochs.
-    "small-photos": Recipe(augmentation="strong", warmup_epochs=3, val_fraction=0.0, patience=8),
-    # The multi-object detector: the dataset's own val split (else 15% held out) picks the epoch by
-    # mAP@0.5; warm-up, epochs, batch and input size come from sprint2.schedule.detector_schedule.
-    "detector": Recipe(
-        augmentation=DETECTOR_AUGMENTATION,
-        warmup_epochs=0,
-        val_fraction=0.15,
-        patience=15,
-        # Early stopping only in the last quarter, where the cosine rate is under 15% of its peak: the
-        # averaged weights' validation mAP plateaus while the rate is high and climbs as it decays.
-        min_epochs_share=0.75,
-        ema_momentum=0.99,
-    ),
-}
-
-
-def choose_recipe(train_images: int, model: str = "improved") -> str:
-    """The recipe "auto" picks: "detector" for the detector; for the single-box models "small-photos"
-    under SMALL_DATA training images, "synthetic" otherwise."""
-    if model == "detector":
-        return "detector"
-    return "small-photos" if train_images < SMALL_DATA else "synthetic"
 
 
 # --------------------------------------------------------------------------------------------
@@ -454,7 +330,7 @@ def _check_same_run(path: Path, signature: dict) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-class _Run:
+class TrainingRun:
     """One run's state: task, model, optimizer, checkpoint variables, folders, history, early-stop counters.
 
     Output folders: the chief writes to out_dir, other workers to a scratch folder removed at the end
@@ -712,7 +588,7 @@ class _Run:
         return "time budget" if self.epochs < self.config.epochs else "schedule"
 
 
-def _epoch_bar(run: _Run, start_epoch: int) -> tqdm:
+def _epoch_bar(run: TrainingRun, start_epoch: int) -> tqdm:
     """The epoch bar on stderr (on a terminal only, for the chief); a resumed run says where it resumed."""
     if start_epoch > 1:
         logger.warning(
@@ -732,7 +608,7 @@ def _epoch_bar(run: _Run, start_epoch: int) -> tqdm:
     )
 
 
-def _show_epoch(bar: tqdm, run: _Run, row: dict) -> None:
+def _show_epoch(bar: tqdm, run: TrainingRun, row: dict) -> None:
     """Advances the epoch bar, showing the training loss and the validation score the best epoch follows."""
     bar.total = run.epochs  # a time budget may have fixed the epoch count after the first epochs
     shown = {k: f"{row[k]:.4g}" for k in ("loss", run.task.monitor_name, "val_mean_iou") if k in row}
@@ -741,8 +617,8 @@ def _show_epoch(bar: tqdm, run: _Run, row: dict) -> None:
 
 
 def train(
-    train_ds: Any,
-    val_ds: Any | None,
+    train_ds: LoadedDataset,
+    val_ds: LoadedDataset | None,
     config: TrainConfig,
     strategy: tf.distribute.Strategy | None = None,
     info: StrategyInfo | None = None,
@@ -764,7 +640,7 @@ def train(
         info = StrategyInfo(kind="given", replicas=replicas, reason="strategy passed in by the caller")
     task = make_task(config, train_ds.class_names)
     data = task.prepare(train_ds, val_ds, replicas)
-    run = _Run(config, strategy, info, task, data)
+    run = TrainingRun(config, strategy, info, task, data)
     start_epoch = epoch = run.restore()
     bar = _epoch_bar(run, start_epoch)
     while epoch <= run.epochs:
@@ -780,155 +656,3 @@ def train(
         epoch += 1
     bar.close()
     return run.finish(start_epoch, resize_mode, card_extra or {})
-
-
-# --------------------------------------------------------------------------------------------
-# run_training: load, split, train, evaluate, write metrics.json
-# --------------------------------------------------------------------------------------------
-
-# TrainConfig fields run_training takes as keyword overrides, beside the recipe's val_fraction.
-OVERRIDES = frozenset(f.name for f in dataclasses.fields(TrainConfig)) - {"model", "seed", "out_dir"} | {
-    "val_fraction"
-}
-
-
-def _config(
-    model: str,
-    seed: int,
-    out_dir: Path,
-    recipe: Recipe,
-    has_val: bool,
-    overrides: dict,
-    schedule: Schedule | None = None,
-) -> TrainConfig:
-    """The TrainConfig of a run: the recipe's (and for the detector the schedule's) choices, then the
-    caller's overrides.
-
-    Augmentation is on for the improved model and the detector; patience is the recipe's with a
-    validation split, else every epoch is trained. The detector's epochs, batch, learning rate and
-    warm-up come from the schedule, and its time budget holds unless epochs are given explicitly.
-    """
-    chosen: dict[str, Any] = {
-        "augment": model in ("improved", "detector"),
-        "augmentation": recipe.augmentation,
-        "warmup_epochs": recipe.warmup_epochs,
-        "min_epochs_share": recipe.min_epochs_share,
-        "ema_momentum": recipe.ema_momentum,
-    }
-    if schedule is not None:
-        chosen.update(
-            epochs=schedule.epochs,
-            batch_size=schedule.batch_size,
-            learning_rate=schedule.learning_rate,
-            warmup_epochs=schedule.warmup_epochs,
-            time_budget_s=None if "epochs" in overrides else schedule.time_budget_s,
-        )
-    epochs = overrides.get("epochs", chosen.get("epochs", DEFAULT_EPOCHS))
-    chosen["patience"] = recipe.patience if has_val else epochs
-    chosen.update({k: v for k, v in overrides.items() if k != "val_fraction"})
-    return TrainConfig(model=model, seed=seed, out_dir=out_dir, **chosen)  # type: ignore[arg-type]
-
-
-def _load_options(
-    model: str,
-    samples: Sequence[Sample],
-    load: LoadOptions | None,
-    replicas: int,
-    budget: float | None,
-) -> tuple[LoadOptions, Schedule | None]:
-    """(LoadOptions, Schedule or None): the detector's schedule comes from the annotations of the
-    training samples, and its input size is used unless `load` is given."""
-    from sprint2.loading import LoadOptions  # light; imported here so model code loads without it
-
-    if model != "detector":
-        return (load if load is not None else LoadOptions(size=DEFAULT_SIZE, errors="skip")), None
-    stats = DataStats.from_samples(samples)
-    schedule = detector_schedule(
-        stats, replicas=replicas, time_budget_s=DEFAULT_BUDGET_S if budget is None else budget
-    )
-    logger.info("detector schedule from %s: %s", stats, schedule)
-    if load is None:
-        return LoadOptions(size=schedule.input_hw, errors="skip"), schedule
-    return load, schedule
-
-
-def _objects(ds: Any | None) -> int:
-    """Boxes in a loaded dataset (0 for None)."""
-    return 0 if ds is None else sum(len(np.asarray(b).reshape(-1, 4)) for b in ds.boxes)
-
-
-def run_training(
-    data_dir: str | Path,
-    *,
-    model: ModelName = DEFAULT_MODEL,
-    recipe: str = "auto",
-    out_dir: str | Path = "runs/train",
-    strategy: str = "auto",
-    replicas: int | None = None,
-    seed: int = 0,
-    load: LoadOptions | None = None,
-    **overrides: Any,
-) -> dict:
-    """Loads data_dir, trains, scores the test split beside the mean-box baseline; writes model.keras,
-    model.json, history.csv and metrics.json into out_dir and returns the metrics dict (the CLI's JSON).
-
-    recipe: a name in RECIPES, or "auto" (choose_recipe). overrides: TrainConfig fields (epochs,
-    batch_size, learning_rate, patience, augmentation, warmup_epochs, weight_decay, precision,
-    time_budget_s, ...) and val_fraction; None means "not given". load: how to read the data (default:
-    the detector's schedule size, or DEFAULT_SIZE pixels for the single-box models; bad files skipped).
-    Validation: the dataset's own ImageSets val split when it has one and val_fraction is not given,
-    else a seeded val_fraction of the training split; the test split is touched only for the final numbers.
-    """
-    if recipe != "auto" and recipe not in RECIPES:
-        raise ValueError(f"unknown recipe {recipe!r}; choose auto or one of {sorted(RECIPES)}")
-    unknown = sorted(set(overrides) - OVERRIDES)
-    if unknown:
-        raise TypeError(f"run_training got unknown options {unknown}; it takes {sorted(OVERRIDES)}")
-    overrides = {k: v for k, v in overrides.items() if v is not None}
-    if not 0.0 <= overrides.get("val_fraction", 0.0) < 1.0:
-        raise ValueError(f"val_fraction must be in [0, 1), got {overrides['val_fraction']}")
-    if model not in ("detector", "original", "improved"):
-        raise ValueError(f"model must be detector, improved or original, got {model!r}")
-
-    # The strategy first: logical CPU devices must be configured before TensorFlow's runtime starts.
-    strat, info = get_strategy(strategy, replicas)  # type: ignore[arg-type]
-    root = Path(data_dir)
-    # The recipe decides the validation split, so it is chosen from the file count before loading.
-    name = choose_recipe(len(train_samples(root, seed)), model) if recipe == "auto" else recipe
-    chosen = RECIPES[name]
-    trained_on = train_samples(root, seed, overrides.get("val_fraction"), chosen.val_fraction)
-    options, schedule = _load_options(
-        model, trained_on, load, int(strat.num_replicas_in_sync), overrides.get("time_budget_s")
-    )
-    train_ds, val_ds, test_ds, val_source = load_run_splits(
-        root, seed, options, overrides.get("val_fraction"), chosen.val_fraction
-    )
-    config = _config(model, seed, Path(out_dir), chosen, val_ds is not None, overrides, schedule)
-    val_objects = _objects(val_ds)
-    if model == "detector" and val_ds is not None and not reads_validation(val_objects):
-        config.select_epoch = False
-        logger.info(
-            "validation holds %d objects (< %d): trained to the end of the plan, last weights kept",
-            val_objects,
-            VAL_MIN_OBJECTS,
-        )
-    logger.info("recipe %s%s: %s", name, " (auto)" if recipe == "auto" else "", config)
-    split_rule = {"val_fraction": overrides.get("val_fraction"), "default_val_fraction": chosen.val_fraction}
-    result = train(train_ds, val_ds, config, strat, info, resize_mode=options.mode, card_extra=split_rule)
-
-    metrics = run_metrics(result, config, info, name, options, train_ds, val_ds, test_ds)
-    metrics["val_source"] = val_source
-    metrics["val_objects"] = val_objects
-    metrics["epoch_choice"] = "best validation epoch" if config.select_epoch else "last epoch"
-    if schedule is not None:
-        metrics["schedule"] = schedule.as_dict()
-    metrics = json.loads(json.dumps(metrics))  # what metrics.json holds: tuples as lists
-    if info.is_chief:
-        out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "metrics.json").write_text(json.dumps(metrics, indent=2))
-    if info.kind == "multiworker":  # the chief leads TF's coordination service: it leaves last
-        barrier(
-            strat, info, result.history[-1]["epoch"] if result.history else 0, Path(out_dir) / "checkpoints"
-        )
-    return metrics

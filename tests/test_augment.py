@@ -10,18 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sprint2.augment import (
-    AUGMENT_PRESETS,
-    FILL_VALUE,
-    MIN_VISIBLE,
-    AugmentParams,
-    _mosaic_draws,
-    augment,
-    augment_params,
-    mosaic,
-)
+from sprint2.augment import FILL_VALUE, MIN_VISIBLE, _mosaic_draws, augment, mosaic
 from sprint2.evaluate import image_targets
 from sprint2.pipeline import detection_dataset, make_dataset, make_targets, padded_targets
+from sprint2.recipes import AUGMENT_PRESETS, AugmentParams, augment_params
 
 SIZE = 64
 HEIGHT, WIDTH = 48, 80  # the property tests' frame: non-square, so a transform that swaps x and y shows

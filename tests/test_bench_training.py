@@ -219,8 +219,8 @@ def test_bad_arguments_are_refused_before_any_training(kwargs: dict, message: st
 
 
 def test_the_detector_defaults_to_its_schedule_for_the_data(tiny_data: Path) -> None:
-    from sprint2.experiment import train_samples
     from sprint2.schedule import DataStats, detector_schedule
+    from sprint2.splits import train_samples
 
     schedule = detector_schedule(DataStats.from_samples(train_samples(tiny_data, 0)), replicas=1)
     common = {"size": 48, "batch": 6, "precision": "float32", "seed": 0}

@@ -18,11 +18,13 @@ import pytest
 from sprint2 import schedule as sched
 from sprint2.cli import _parser, main
 from sprint2.dataset import LoadedDataset
+from sprint2.experiment import run_training
 from sprint2.loading import LoadOptions
 from sprint2.metrics import voc_ap
+from sprint2.recipes import TrainConfig
 from sprint2.schedule import DataStats, detector_input_hw, detector_schedule, epochs_within_budget
 from sprint2.synthetic import generate
-from sprint2.training import DETECTOR_HISTORY_FIELDS, TrainConfig, run_training, train
+from sprint2.training import DETECTOR_HISTORY_FIELDS, train
 
 ROOT = Path(__file__).resolve().parents[1]
 COLOURS = [(230, 30, 30), (30, 220, 40), (40, 60, 240)]
@@ -156,7 +158,7 @@ def test_resume_continues_a_detector_run(detector_run, tmp_path) -> None:
 
 def test_resume_with_the_detector_recipes_augmentation(tmp_path) -> None:
     # The recipe's AugmentParams hold tuples, which run.json gives back as lists: still the same run.
-    from sprint2.training import DETECTOR_AUGMENTATION
+    from sprint2.recipes import DETECTOR_AUGMENTATION
 
     config = _config(tmp_path, epochs=1, augmentation=DETECTOR_AUGMENTATION)
     train(toy_scenes(16), None, config)
@@ -169,12 +171,12 @@ def test_averaged_weights_are_judged_and_the_training_weights_come_back() -> Non
 
     from sprint2.distribute import StrategyInfo
     from sprint2.tasks import make_task
-    from sprint2.training import _Run
+    from sprint2.training import TrainingRun
 
     config = _config(None, epochs=2, ema_momentum=0.9)
     task = make_task(config, ["red", "green", "blue"])
     data = task.prepare(toy_scenes(16), None, 1)
-    run = _Run(config, tf.distribute.get_strategy(), StrategyInfo(kind="given"), task, data)
+    run = TrainingRun(config, tf.distribute.get_strategy(), StrategyInfo(kind="given"), task, data)
     run.one_epoch(1)
     raw = [v.numpy() for v in run.model.trainable_variables]
     averages = [v.numpy() for v in run.loop.optimizer._model_variables_moving_average]

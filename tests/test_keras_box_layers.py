@@ -257,7 +257,8 @@ def throughput(rounds: int = 5) -> dict[str, tuple[float, float]]:
     """
     import time
 
-    from sprint2.augment import AugmentParams, augment
+    from sprint2.augment import augment
+    from sprint2.recipes import AugmentParams
 
     h, w, batch, rows, n = 256, 320, 16, 30, 16 * 12
     rng = np.random.default_rng(0)

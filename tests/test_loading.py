@@ -341,8 +341,8 @@ def test_load_splits_in_three_layouts(synthetic: Path, tmp_path: Path) -> None:
 
 
 def test_a_run_trains_on_the_samples_its_schedule_reads(synthetic: Path, tmp_path: Path) -> None:
-    from sprint2.experiment import load_run_splits, train_samples
     from sprint2.loading import split_samples
+    from sprint2.splits import load_run_splits, train_samples
 
     voc = generate(tmp_path / "voc", train=12, test=4, classes=3, seed=1, layout="voc")
     main = voc / "ImageSets" / "Main"

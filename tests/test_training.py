@@ -13,21 +13,14 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from sprint2 import training
+from sprint2 import experiment, training
 from sprint2.dataset import LoadedDataset
+from sprint2.experiment import run_training
 from sprint2.loading import LoadOptions
+from sprint2.recipes import RECIPES, SMALL_DATA, TrainConfig, choose_recipe
+from sprint2.splits import split_validation
 from sprint2.synthetic import generate
-from sprint2.training import (
-    RECIPES,
-    SMALL_DATA,
-    TrainConfig,
-    choose_recipe,
-    read_history,
-    run_training,
-    split_validation,
-    train,
-    write_history,
-)
+from sprint2.training import read_history, train, write_history
 
 ROOT = Path(__file__).resolve().parents[1]
 COLOURS = [(230, 30, 30), (30, 220, 40), (40, 60, 240)]
@@ -88,7 +81,8 @@ from sprint2.distribute import get_strategy
 strategy, info = get_strategy("cpu", replicas=2)
 import numpy as np
 from test_training import toy_dataset
-from sprint2.training import TrainConfig, train
+from sprint2.recipes import TrainConfig
+from sprint2.training import train
 config = TrainConfig(model="improved", epochs=3, batch_size=8, learning_rate=2e-3, seed=0, out_dir=None)
 result = train(toy_dataset(48), toy_dataset(12, seed=1), config, strategy, info)
 out = result.model(toy_dataset(2).images.astype(np.float32), training=False)
@@ -176,14 +170,14 @@ def test_auto_recipe_is_a_function_of_the_training_set_size() -> None:
 
 def test_recipe_settings_reach_the_config_and_overrides_win(tmp_path: Path) -> None:
     small, large = RECIPES["small-photos"], RECIPES["synthetic"]
-    config = training._config("improved", 3, tmp_path, small, False, {"epochs": 30})
+    config = experiment._config("improved", 3, tmp_path, small, False, {"epochs": 30})
     assert (config.augmentation, config.warmup_epochs, config.augment) == ("strong", 3, True)
     assert (
         config.patience == 30 and config.seed == 3 and config.out_dir == tmp_path
     )  # no validation: every epoch
-    config = training._config("improved", 0, tmp_path, large, True, {})
+    config = experiment._config("improved", 0, tmp_path, large, True, {})
     assert (config.augmentation, config.warmup_epochs, config.patience, config.epochs) == ("light", 0, 8, 40)
-    config = training._config(
+    config = experiment._config(
         "original",
         0,
         tmp_path,

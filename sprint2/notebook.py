@@ -207,6 +207,7 @@ def resolve(name: str, quick: bool, **parameters: Any) -> dict[str, Any]:
 
 def setup(
     name: str,
+    namespace: Mapping[str, Any] | None = None,
     *,
     data_dir: str | Path | None = None,
     out_dir: str | Path = "../reports",
@@ -215,9 +216,15 @@ def setup(
 ) -> NotebookSetup:
     """Resolve a notebook's settings, create out_dir and find or generate its data.
 
-    Without data_dir the default synthetic dataset (quick or full) is generated under out_dir/data,
-    with the notebook's "objects" setting (objects per image) when it has one.
+    namespace: the notebook's `globals()`, so that its parameters cell is the only place a setting is
+    written: data_dir, out_dir, quick and every setting of SETTINGS[name] found there are taken from it
+    (keywords given as well win). Without data_dir the default synthetic dataset (quick or full) is
+    generated under out_dir/data, with the notebook's "objects" setting (objects per image) when it has one.
     """
+    if namespace is not None:
+        names = {"data_dir", "out_dir", "quick", *SETTINGS.get(name, {}).get("full", {})}
+        taken = {key: namespace[key] for key in names if key in namespace}
+        return setup(name, **{**taken, **parameters})
     settings = resolve(name, bool(quick), **parameters)
     quiet_tensorflow_startup()
     out = Path(out_dir).resolve()

@@ -84,7 +84,7 @@ def test_every_notebook_takes_its_settings_from_the_table() -> None:
 
 def test_training_defaults_match_run_training() -> None:
     """Notebook 04's full mode trains with run_training's defaults (read from the source: no TensorFlow)."""
-    tree = ast.parse((ROOT / "sprint2" / "training.py").read_text())
+    tree = ast.parse((ROOT / "sprint2" / "recipes.py").read_text())
     constants = {
         node.targets[0].id: ast.literal_eval(node.value)
         for node in tree.body
@@ -114,6 +114,17 @@ def test_setup_resolves_paths_and_checks_the_data_folder(tmp_path: Path) -> None
         notebook.setup("01_parallel_loading", data_dir=tmp_path / "missing", out_dir=tmp_path / "out")
     with pytest.raises(ValueError, match="unknown parameter"):
         notebook.setup("01_parallel_loading", data_dir=data, out_dir=tmp_path / "out", epochs=3)
+
+
+def test_setup_reads_the_parameters_cell_from_the_notebooks_namespace(tmp_path: Path) -> None:
+    """setup(name, globals()) takes the shared parameters and the notebook's settings, nothing else."""
+    data = tmp_path / "voc"
+    data.mkdir()
+    namespace = {"data_dir": str(data), "out_dir": tmp_path / "out", "quick": True, "rounds": 7, "other": 1}
+    cfg = notebook.setup("01_parallel_loading", namespace)
+    assert cfg.data == data.resolve() and cfg.quick is True
+    assert cfg.settings == {"size": 128, "rounds": 7, "min_seconds": 0.1}
+    assert notebook.setup("01_parallel_loading", namespace, rounds=3).rounds == 3
 
 
 def test_setup_generates_the_quick_synthetic_dataset(tmp_path: Path) -> None:

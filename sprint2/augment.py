@@ -143,37 +143,44 @@ def augment(
     nx0, nx1 = nx0 + tx[:, None], nx1 + tx[:, None]
     ny0, ny1 = ny0 + ty[:, None], ny1 + ty[:, None]
     moved = tf.stack([nx0, ny0, nx1, ny1], axis=-1)
-    clipped = tf.stack(
-        [
-            tf.clip_by_value(nx0, 0.0, w),
-            tf.clip_by_value(ny0, 0.0, h),
-            tf.clip_by_value(nx1, 0.0, w),
-            tf.clip_by_value(ny1, 0.0, h),
-        ],
-        axis=-1,
-    )
+    new_boxes, kept = _clip_boxes(moved, mask, w, h, min_visible=None if keep_whole else min_visible)
+    images = _warp(images, sx, sy, tx, ty, w, h)
+    if p.has_colour:
+        images = colour_jitter(images, p, seeds[5:10])
+    return images, new_boxes, kept
+
+
+def _clip_boxes(
+    moved: tf.Tensor, mask: tf.Tensor, w: tf.Tensor, h: tf.Tensor, *, min_visible: float | None
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """(boxes clipped to the frame, PAD where dropped; kept): a box is kept while some of it and at
+    least min_visible of its area stays in the frame; with min_visible None every box in mask is kept."""
+    limit = tf.stack([w, h, w, h])
+    clipped = tf.clip_by_value(moved, 0.0, limit)
     area = tf.reduce_prod(tf.nn.relu(moved[..., 2:] - moved[..., :2]), axis=-1)
     visible = tf.reduce_prod(tf.nn.relu(clipped[..., 2:] - clipped[..., :2]), axis=-1)
-    kept = mask if keep_whole else mask & (visible > 0.0) & (visible >= min_visible * area)
-    new_boxes = tf.where(kept[..., None], clipped, PAD)
+    kept = mask if min_visible is None else mask & (visible > 0.0) & (visible >= min_visible * area)
+    return tf.where(kept[..., None], clipped, PAD), kept
 
+
+def _warp(
+    images: tf.Tensor, sx: tf.Tensor, sy: tf.Tensor, tx: tf.Tensor, ty: tf.Tensor, w: tf.Tensor, h: tf.Tensor
+) -> tf.Tensor:
+    """The images under v_out = s * (v_in - L/2) + L/2 + t per axis, bilinear, grey outside the input."""
     # The image op maps each output pixel index to an input index (pixel centres at integers).
     cx, cy = (w - 1.0) / 2.0, (h - 1.0) / 2.0
     zeros = tf.zeros_like(sx)
     transforms = tf.stack(
         [1.0 / sx, zeros, cx - (cx + tx) / sx, zeros, 1.0 / sy, cy - (cy + ty) / sy, zeros, zeros], axis=1
     )
-    images = tf.raw_ops.ImageProjectiveTransformV3(
+    return tf.raw_ops.ImageProjectiveTransformV3(
         images=images,
         transforms=transforms,
-        output_shape=shape[1:3],
+        output_shape=tf.shape(images)[1:3],
         fill_value=FILL_VALUE,
         interpolation="BILINEAR",
         fill_mode="CONSTANT",
     )
-    if p.has_colour:
-        images = colour_jitter(images, p, seeds[5:10])
-    return images, new_boxes, kept
 
 
 def _tiles(t: tf.Tensor) -> tf.Tensor:

@@ -38,6 +38,7 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import resource
 import sys
 import threading
 import time
@@ -533,6 +534,46 @@ def _load(data_dir: Path, specs: list[ModelSpec], seed: int, max_images: int | N
     return loaded
 
 
+def _check_arguments(models: Sequence[str], replicas: list[int], min_seconds: float, rounds: int) -> None:
+    """ValueError naming the first argument bench_training cannot run with."""
+    if not min_seconds > 0:
+        raise ValueError(
+            f"need min_seconds > 0 (steady-state seconds per setting and round), got {min_seconds}"
+        )
+    if rounds < 1:
+        raise ValueError(f"need rounds >= 1, got {rounds}")
+    if not replicas or replicas[0] < 1:
+        raise ValueError(f"replicas must be positive integers, got {replicas}")
+    if not models:
+        raise ValueError("need at least one model")
+
+
+def _time_units(
+    specs: Sequence[ModelSpec],
+    settings: list[_Setting],
+    loaded: dict[tuple, Any],
+    gpus: int,
+    rounds: int,
+    min_seconds: float,
+    seed: int,
+) -> list[_Unit]:
+    """Builds one unit per model and setting (its first, tracing epoch), then times them in rounds."""
+    units: list[_Unit] = []
+    total = len(specs) * len(settings) * (1 + rounds)  # one build (the tracing epoch) and each round
+    with tqdm(total=total, desc="bench training", unit="run", disable=None, file=sys.stderr) as bar:
+        for spec in specs:
+            for name, kind, make in settings:
+                bar.set_postfix_str(f"building {spec.name} {name}")
+                unit = _Unit(spec, name, kind, make(), pin=kind == "cpu" and bool(gpus))
+                unit.build(loaded[spec.input_hw], seed)
+                logger.info("%s, %s: first epoch %.2f s", spec.name, name, unit.first_epoch_s)
+                units.append(unit)
+                bar.update()
+        for round_no in range(rounds):
+            _train_round(units, round_no, min_seconds, bar)
+    return units
+
+
 def bench_training(
     data_dir: Path | str,
     *,
@@ -559,16 +600,7 @@ def bench_training(
     it); otherwise sprint2.distribute's StrategyError says so.
     """
     replicas = sorted({int(n) for n in replicas})
-    if not min_seconds > 0:
-        raise ValueError(
-            f"need min_seconds > 0 (steady-state seconds per setting and round), got {min_seconds}"
-        )
-    if rounds < 1:
-        raise ValueError(f"need rounds >= 1, got {rounds}")
-    if not replicas or replicas[0] < 1:
-        raise ValueError(f"replicas must be positive integers, got {replicas}")
-    if not models:
-        raise ValueError("need at least one model")
+    _check_arguments(models, replicas, min_seconds, rounds)
     data_dir = Path(data_dir)
     specs = model_specs(
         data_dir,
@@ -586,8 +618,6 @@ def bench_training(
     configure_logical_cpus(max(replicas))  # before anything else touches TensorFlow's runtime
     keep_freed_memory()  # as training does (sprint2.malloc)
 
-    import resource
-
     import tensorflow as tf
 
     loaded = _load(data_dir, specs, seed, max_images)
@@ -597,19 +627,7 @@ def bench_training(
     dtypes = sorted({"float32"} | {_peak_dtype(s.precision) for s in specs} - {"float16"})
     peaks = {d: matmul_gflops(dtype=d) for d in dtypes}  # again after the timing; the better one counts
 
-    units: list[_Unit] = []
-    total = len(specs) * len(settings) * (1 + rounds)  # one build (the tracing epoch) and each round
-    with tqdm(total=total, desc="bench training", unit="run", disable=None, file=sys.stderr) as bar:
-        for spec in specs:
-            for name, kind, make in settings:
-                bar.set_postfix_str(f"building {spec.name} {name}")
-                unit = _Unit(spec, name, kind, make(), pin=kind == "cpu" and bool(gpus))
-                unit.build(loaded[spec.input_hw], seed)
-                logger.info("%s, %s: first epoch %.2f s", spec.name, name, unit.first_epoch_s)
-                units.append(unit)
-                bar.update()
-        for round_no in range(rounds):
-            _train_round(units, round_no, min_seconds, bar)
+    units = _time_units(specs, settings, loaded, gpus, rounds, min_seconds, seed)
     peaks = {d: max(v, matmul_gflops(dtype=d)) for d, v in peaks.items()}
 
     rows: list[dict[str, Any]] = []

@@ -1,4 +1,4 @@
-"""A CenterNet-style multi-object detector: the model builder, the per-batch targets and the loss.
+"""A CenterNet-style multi-object detector: the model builder, its heads, and its int8 / QAT forms.
 
 The model predicts, at output stride 4, a per-class centre heatmap (sigmoid), each object's box size
 (w, h in input pixels) and the sub-cell offset of its centre. It is built from standard layers only,
@@ -6,9 +6,8 @@ by one builder that takes the Keras package as an argument, so the same code giv
 for training and a `tf_keras` twin (same layer names, same weight shapes) that
 `tfmot.quantization.keras.quantize_model` accepts; `copy_weights` moves the weights across.
 
-Targets are built in TensorFlow from padded boxes, per batch inside tf.data after augmentation;
-the loss returns one value per image so a training loop can average it over the global batch.
-Decoding the outputs into boxes lives in `sprint2.decode` (NumPy only).
+What the detector learns from, its targets and loss, lives in `sprint2.targets`; decoding the outputs
+into boxes lives in `sprint2.decode` (NumPy only).
 """
 
 from __future__ import annotations
@@ -16,7 +15,6 @@ from __future__ import annotations
 import logging
 import math
 import tempfile
-import time
 from collections.abc import Iterator, Mapping
 from pathlib import Path
 from typing import Any
@@ -36,18 +34,9 @@ PRIOR_PROBABILITY = 0.01
 SIZE_UNIT = 16.0
 #: Initial size prediction in input pixels (the size head's bias is SIZE_PRIOR / SIZE_UNIT).
 SIZE_PRIOR = 32.0
-#: Heatmap radius rule: a box shifted by r along one axis alone keeps IoU >= MIN_OVERLAP with itself.
-MIN_OVERLAP = 0.7
-#: Smallest Gaussian sigma in output cells, so that a tiny box still has a peak one cell wide.
-MIN_SIGMA = 1.0 / 3.0
-#: Predicted heatmap probabilities are clipped to [EPS, 1 - EPS] before taking logs.
-EPS = 1e-4
 #: The offset head spans (-OFFSET_REACH, OFFSET_REACH + 1) cells, so a cell up to OFFSET_REACH cells
 #: from an object's centre cell can point at the centre (dense regression, `build_targets`).
 OFFSET_REACH = 2
-#: Dense regression covers the cells where the object's Gaussian is at least this: exp(-2), the value
-#: at the shift that keeps IoU >= MIN_OVERLAP (see gaussian_sigma).
-DENSE_MIN = math.exp(-2.0)
 
 _BASE_WIDTHS = (16, 32, 64, 128, 256)  # stem (stride 2), then strides 4, 8, 16, 32
 # Residual blocks at strides 4, 8, 16, 32: depth goes where the maps are small and cheap (the
@@ -99,80 +88,20 @@ def build_detector(
     image).
     """
     K = keras if keras_module is None else keras_module
-    L = K.layers
     h, w = _check_input_hw(input_hw)
     if int(num_classes) < 1:
         raise ValueError(f"num_classes must be >= 1, got {num_classes!r}")
     if not width > 0:
         raise ValueError(f"width must be positive, got {width!r}")
     num_classes = int(num_classes)
-    widths = [_round_width(c, width) for c in _BASE_WIDTHS]
-    neck_w = _round_width(_NECK_WIDTH, width)
-    head_w = _round_width(_HEAD_WIDTH, width)
-
-    def small() -> Any:  # a fresh initializer per layer (tf_keras warns about a reused unseeded one)
-        return K.initializers.RandomNormal(stddev=0.01)
-
-    def conv_bn(
-        x: Any, filters: int, name: str, *, kernel: int = 3, strides: int = 1, relu: bool = True
-    ) -> Any:
-        x = L.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
-        x = L.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
-        return L.ReLU(name=f"{name}_relu")(x) if relu else x
-
-    def residual(x: Any, filters: int, name: str) -> Any:
-        y = conv_bn(x, filters, f"{name}_a")
-        y = conv_bn(y, filters, f"{name}_b", relu=False)
-        return L.ReLU(name=f"{name}_relu")(L.Add(name=f"{name}_add")([x, y]))
-
-    inputs = L.Input((h, w, 3), dtype="float32", name="image")
-    # Fixed 1x1 convolution 0..255 -> -1..1 (weights set below): Rescaling is not in tfmot's registry.
-    x = L.Conv2D(3, 1, trainable=False, name="normalize")(inputs)
-    x = conv_bn(x, widths[0], "stem", strides=2)
-    features = {}
-    for i, (stride, blocks) in enumerate(zip((4, 8, 16, 32), _BLOCKS), start=1):
-        x = conv_bn(x, widths[i], f"s{stride}_down", strides=2)
-        for j in range(blocks):
-            x = residual(x, widths[i], f"s{stride}_res{j + 1}")
-        features[stride] = x
-    # Top-down neck: 1x1 laterals to one width, nearest upsampling, add, a 3x3 conv at each level.
-    x = conv_bn(features[32], neck_w, "lat32", kernel=1)
-    for stride in (16, 8, 4):
-        up = L.UpSampling2D(2, interpolation="nearest", name=f"up{stride}")(x)
-        lateral = conv_bn(features[stride], neck_w, f"lat{stride}", kernel=1)
-        x = L.Add(name=f"merge{stride}")([up, lateral])
-        x = conv_bn(x, neck_w, f"neck{stride}")
-    prior_bias = -math.log((1.0 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY)
-    heat = conv_bn(x, head_w, "heat")
-    heat = L.Conv2D(
-        num_classes,
-        1,
-        activation="sigmoid",
-        kernel_initializer=small(),
-        bias_initializer=K.initializers.Constant(prior_bias),
-        dtype="float32",
-        name="heatmap",
-    )(heat)
-    box = conv_bn(x, head_w, "box")
-    # relu inside the conv, not a ReLU layer: tfmot's Conv2D+ReLU rule would drop the kernel's fake-quant.
-    size = L.Conv2D(
-        2,
-        1,
-        activation="relu",
-        kernel_initializer=small(),
-        bias_initializer=K.initializers.Constant(SIZE_PRIOR / SIZE_UNIT),
-        dtype="float32",
-        name="size_raw",
-    )(box)
-    size = L.Conv2D(2, 1, trainable=False, dtype="float32", name="size")(size)  # fixed: x SIZE_UNIT
-    offset = L.Conv2D(
-        2, 1, activation="sigmoid", kernel_initializer=small(), dtype="float32", name="offset_raw"
-    )(box)
-    offset = L.Conv2D(2, 1, trainable=False, dtype="float32", name="offset")(offset)  # fixed: to cells
+    blocks = _Blocks(K)
+    inputs = K.layers.Input((h, w, 3), dtype="float32", name="image")
+    x = _backbone_and_neck(blocks, inputs, width)
+    heat, size, offset = _heads(blocks, x, num_classes, _round_width(_HEAD_WIDTH, width))
     if split_outputs:
         model = K.Model(inputs, dict(zip(HEAD_NAMES, (heat, size, offset))), name=name)
     else:
-        out = L.Concatenate(axis=-1, dtype="float32", name="outputs")([heat, size, offset])
+        out = K.layers.Concatenate(axis=-1, dtype="float32", name="outputs")([heat, size, offset])
         model = K.Model(inputs, out, name=name)
     _set_fixed_layers(model)
     logger.debug(
@@ -184,6 +113,86 @@ def build_detector(
         model.count_params(),
     )
     return model
+
+
+class _Blocks:
+    """The detector's building blocks in one Keras package (Keras 3 or tf_keras for the QAT twin)."""
+
+    def __init__(self, keras_module: Any) -> None:
+        self.K, self.L = keras_module, keras_module.layers
+
+    def small(self) -> Any:
+        """A fresh initializer per layer (tf_keras warns about a reused unseeded one)."""
+        return self.K.initializers.RandomNormal(stddev=0.01)
+
+    def conv_bn(
+        self, x: Any, filters: int, name: str, *, kernel: int = 3, strides: int = 1, relu: bool = True
+    ) -> Any:
+        L = self.L
+        x = L.Conv2D(filters, kernel, strides=strides, padding="same", use_bias=False, name=f"{name}_conv")(x)
+        x = L.BatchNormalization(momentum=0.9, name=f"{name}_bn")(x)
+        return L.ReLU(name=f"{name}_relu")(x) if relu else x
+
+    def residual(self, x: Any, filters: int, name: str) -> Any:
+        y = self.conv_bn(x, filters, f"{name}_a")
+        y = self.conv_bn(y, filters, f"{name}_b", relu=False)
+        return self.L.ReLU(name=f"{name}_relu")(self.L.Add(name=f"{name}_add")([x, y]))
+
+
+def _backbone_and_neck(b: _Blocks, inputs: Any, width: float) -> Any:
+    """Residual stages at strides 4-32, then a top-down neck back to stride 4 (one feature map)."""
+    widths = [_round_width(c, width) for c in _BASE_WIDTHS]
+    neck_w = _round_width(_NECK_WIDTH, width)
+    # Fixed 1x1 convolution 0..255 -> -1..1 (weights set later): Rescaling is not in tfmot's registry.
+    x = b.L.Conv2D(3, 1, trainable=False, name="normalize")(inputs)
+    x = b.conv_bn(x, widths[0], "stem", strides=2)
+    features = {}
+    for i, (stride, blocks) in enumerate(zip((4, 8, 16, 32), _BLOCKS), start=1):
+        x = b.conv_bn(x, widths[i], f"s{stride}_down", strides=2)
+        for j in range(blocks):
+            x = b.residual(x, widths[i], f"s{stride}_res{j + 1}")
+        features[stride] = x
+    # Top-down neck: 1x1 laterals to one width, nearest upsampling, add, a 3x3 conv at each level.
+    x = b.conv_bn(features[32], neck_w, "lat32", kernel=1)
+    for stride in (16, 8, 4):
+        up = b.L.UpSampling2D(2, interpolation="nearest", name=f"up{stride}")(x)
+        lateral = b.conv_bn(features[stride], neck_w, f"lat{stride}", kernel=1)
+        x = b.L.Add(name=f"merge{stride}")([up, lateral])
+        x = b.conv_bn(x, neck_w, f"neck{stride}")
+    return x
+
+
+def _heads(b: _Blocks, x: Any, num_classes: int, head_w: int) -> tuple[Any, Any, Any]:
+    """(heatmap, size, offset) heads on the stride-4 features, each ending in a float32 conv."""
+    L = b.L
+    prior_bias = -math.log((1.0 - PRIOR_PROBABILITY) / PRIOR_PROBABILITY)
+    heat = b.conv_bn(x, head_w, "heat")
+    heat = L.Conv2D(
+        num_classes,
+        1,
+        activation="sigmoid",
+        kernel_initializer=b.small(),
+        bias_initializer=b.K.initializers.Constant(prior_bias),
+        dtype="float32",
+        name="heatmap",
+    )(heat)
+    box = b.conv_bn(x, head_w, "box")
+    # relu inside the conv, not a ReLU layer: tfmot's Conv2D+ReLU rule would drop the kernel's fake-quant.
+    size = L.Conv2D(
+        2,
+        1,
+        activation="relu",
+        kernel_initializer=b.small(),
+        bias_initializer=b.K.initializers.Constant(SIZE_PRIOR / SIZE_UNIT),
+        dtype="float32",
+        name="size_raw",
+    )(box)
+    size = L.Conv2D(2, 1, trainable=False, dtype="float32", name="size")(size)  # fixed: x SIZE_UNIT
+    offset = L.Conv2D(
+        2, 1, activation="sigmoid", kernel_initializer=b.small(), dtype="float32", name="offset_raw"
+    )(box)
+    offset = L.Conv2D(2, 1, trainable=False, dtype="float32", name="offset")(offset)  # fixed: to cells
+    return heat, size, offset
 
 
 def _set_fixed_layers(model: Any) -> None:
@@ -255,263 +264,6 @@ def split_heads(outputs: Any, num_classes: int) -> tuple[tf.Tensor, tf.Tensor, t
         raise ValueError(f"expected three detector outputs {HEAD_NAMES}, got {len(parts)}")
     heat, size, offset = (tf.cast(p, tf.float32) for p in parts)
     return heat, size, offset
-
-
-# --------------------------------------------------------------------------------------------
-# Targets
-# --------------------------------------------------------------------------------------------
-
-
-def gaussian_sigma(box_w: tf.Tensor, box_h: tf.Tensor, stride: int = STRIDE) -> tuple[tf.Tensor, tf.Tensor]:
-    """The heatmap Gaussian's (sigma_x, sigma_y) in output cells for boxes of box_w x box_h input pixels.
-
-    Rule: r = side / stride * (1 - t) / (1 + t) with t = MIN_OVERLAP is the shift along one axis at
-    which the box still overlaps itself with IoU t; sigma = max(r / 2, MIN_SIGMA), so the heatmap
-    is exp(-2) ~ 0.14 at that shift and a box smaller than a cell still gets a one-cell peak.
-    """
-    ratio = (1.0 - MIN_OVERLAP) / (1.0 + MIN_OVERLAP)
-    sx = tf.maximum(box_w / stride * ratio / 2.0, MIN_SIGMA)
-    sy = tf.maximum(box_h / stride * ratio / 2.0, MIN_SIGMA)
-    return sx, sy
-
-
-def build_targets(
-    boxes: tf.Tensor,
-    labels: tf.Tensor,
-    valid: tf.Tensor,
-    difficult: tf.Tensor,
-    *,
-    num_classes: int,
-    input_hw: tuple[int, int],
-    stride: int = STRIDE,
-) -> dict[str, tf.Tensor]:
-    """Training targets for a batch of padded boxes (B, M, 4) xmin, ymin, xmax, ymax in input pixels.
-
-    labels (B, M) int in [0, num_classes) where valid, valid (B, M) bool (False = padding), difficult
-    (B, M) bool. Boxes are clipped to the image first; one left with no area counts as padding. A valid
-    label out of range fails with InvalidArgumentError. Returns:
-      heatmap (B, h, w, C): per class, the max over its objects of a Gaussian (gaussian_sigma) centred
-        on the object's centre cell, exactly 1 there;
-      heatmap_mask (B, h, w, C): 0 on cells whose centre lies in a difficult box (that box's class
-        only; its centre cell always), unless the cell is another object's peak; 1 elsewhere;
-      indices (B, M) int32: the centre cell's flat index row * w + col;
-      size (B, M, 2): box w, h in input pixels; offset (B, M, 2): centre / stride - cell, in [0, 1];
-      reg_mask (B, M) float32: 1 for objects that are trained (valid, with area, not difficult);
-      box_map (B, h, w, 4) and box_weight (B, h, w): the box each cell regresses and its weight
-        (`dense_box_targets`), for dense regression.
-    Difficult boxes get no peak and no regression, and count neither for nor against the heatmap.
-    """
-    in_h, in_w = (int(v) for v in input_hw)
-    out_h, out_w = output_hw((in_h, in_w), stride)
-    boxes = tf.cast(boxes, tf.float32)
-    labels = tf.cast(labels, tf.int32)
-    limit = tf.constant([in_w, in_h, in_w, in_h], tf.float32)
-    boxes = tf.clip_by_value(boxes, 0.0, limit)
-    x0, y0, x1, y1 = tf.unstack(boxes, axis=-1)
-    bw, bh = x1 - x0, y1 - y0
-    valid = tf.cast(valid, tf.bool)
-    used_labels = tf.boolean_mask(labels, valid)
-    checks = [
-        tf.debugging.assert_non_negative(used_labels, message="build_targets: negative class label"),
-        tf.debugging.assert_less(used_labels, num_classes, message=f"build_targets: label >= {num_classes}"),
-    ]
-    with tf.control_dependencies(checks):
-        labels = tf.identity(labels)
-    real = valid & (bw > 0) & (bh > 0)
-    difficult = tf.cast(difficult, tf.bool) & real
-    positive = real & ~difficult
-
-    cx, cy = (x0 + x1) / (2.0 * stride), (y0 + y1) / (2.0 * stride)
-    col = tf.clip_by_value(tf.floor(cx), 0.0, out_w - 1.0)
-    row = tf.clip_by_value(tf.floor(cy), 0.0, out_h - 1.0)
-    sx, sy = gaussian_sigma(bw, bh, stride)
-
-    xs = tf.range(out_w, dtype=tf.float32)[tf.newaxis, tf.newaxis, tf.newaxis, :]
-    ys = tf.range(out_h, dtype=tf.float32)[tf.newaxis, tf.newaxis, :, tf.newaxis]
-
-    def e(t: tf.Tensor) -> tf.Tensor:  # (B, M) -> (B, M, 1, 1), against the (h, w) grid
-        return t[:, :, tf.newaxis, tf.newaxis]
-
-    dx2 = tf.square(xs - e(col)) / (2.0 * tf.square(e(sx)))
-    dy2 = tf.square(ys - e(row)) / (2.0 * tf.square(e(sy)))
-    gauss = tf.exp(-(dx2 + dy2))  # (B, M, h, w)
-
-    # Cells covered by a difficult box: cell centres inside it, plus its centre cell.
-    cell_x = (xs + 0.5) * stride
-    cell_y = (ys + 0.5) * stride
-    inside = (cell_x >= e(x0)) & (cell_x <= e(x1)) & (cell_y >= e(y0)) & (cell_y <= e(y1))
-    centre = tf.equal(xs, e(col)) & tf.equal(ys, e(row))
-    covered = tf.cast(inside | centre, tf.float32)
-
-    batch = tf.shape(boxes)[0]
-    heat = _per_class_max(gauss, labels, positive, batch, num_classes, out_h, out_w)
-    ignored = _per_class_max(covered, labels, difficult, batch, num_classes, out_h, out_w)
-    peak = tf.cast(tf.equal(heat, 1.0), tf.float32)
-    heat_mask = 1.0 - ignored * (1.0 - peak)
-
-    near = (tf.abs(xs - e(col)) <= OFFSET_REACH) & (tf.abs(ys - e(row)) <= OFFSET_REACH)
-    box_map, box_weight = dense_box_targets(tf.where(near & e(positive), gauss, 0.0), boxes)
-    keep = tf.cast(positive, tf.float32)
-    indices = tf.cast(row * out_w + col, tf.int32) * tf.cast(positive, tf.int32)
-    size = tf.stack([bw, bh], axis=-1) * keep[..., tf.newaxis]
-    offset = tf.stack([cx - col, cy - row], axis=-1) * keep[..., tf.newaxis]
-    return {
-        "heatmap": heat,
-        "heatmap_mask": heat_mask,
-        "indices": indices,
-        "size": size,
-        "offset": offset,
-        "reg_mask": keep,
-        "box_map": box_map,
-        "box_weight": box_weight,
-    }
-
-
-def dense_box_targets(gauss: tf.Tensor, boxes: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
-    """(box_map (B, h, w, 4), box_weight (B, h, w)) from per-object Gaussians (B, M, h, w), zero where
-    an object may not be regressed from, and the boxes (B, M, 4).
-
-    A cell regresses the object whose Gaussian is highest there, when that value is at least
-    DENSE_MIN; an object's cells share a weight of 1 in proportion to its Gaussian, so every object
-    counts once however large it is (TTFNet's Gaussian-area regression, without its log-area weight).
-    """
-    owner = tf.argmax(gauss, axis=1, output_type=tf.int32)  # (B, h, w)
-    best = tf.reduce_max(gauss, axis=1, keepdims=True)
-    taken = tf.one_hot(owner, tf.shape(gauss)[1], axis=1) * tf.cast(best >= DENSE_MIN, tf.float32)
-    share = taken * gauss
-    total = tf.reduce_sum(share, axis=[2, 3], keepdims=True)
-    weight = tf.reduce_sum(share / tf.maximum(total, 1e-6), axis=1)
-    return tf.gather(boxes, owner, batch_dims=1), weight
-
-
-def _per_class_max(
-    maps: tf.Tensor,
-    labels: tf.Tensor,
-    use: tf.Tensor,
-    batch: tf.Tensor,
-    num_classes: int,
-    out_h: int,
-    out_w: int,
-) -> tf.Tensor:
-    """(B, h, w, C): per image and class, the cell-wise max of `maps` (B, M, h, w) over the boxes in `use`."""
-    segments = batch * num_classes
-    ids = tf.range(batch)[:, tf.newaxis] * num_classes + tf.clip_by_value(labels, 0, num_classes - 1)
-    ids = tf.where(use, ids, segments)  # unused boxes go to one extra segment, dropped below
-    flat = tf.reshape(maps, [-1, out_h * out_w])
-    best = tf.math.unsorted_segment_max(flat, tf.reshape(ids, [-1]), segments + 1)[:segments]
-    best = tf.maximum(best, 0.0)  # empty segments hold the dtype's lowest value
-    return tf.transpose(tf.reshape(best, [batch, num_classes, out_h, out_w]), [0, 2, 3, 1])
-
-
-# --------------------------------------------------------------------------------------------
-# Loss
-# --------------------------------------------------------------------------------------------
-
-
-def detection_loss(
-    outputs: Any,
-    targets: Mapping[str, tf.Tensor],
-    *,
-    num_classes: int,
-    size_weight: float = 1.0,
-    offset_weight: float = 1.0,
-    giou_weight: float = 1.0,
-    dense: bool = True,
-    stride: int = STRIDE,
-) -> dict[str, tf.Tensor]:
-    """Per-image losses (B,): {"loss", "heatmap", "size", "offset", "giou", "num_objects"}.
-
-    heatmap: penalty-reduced focal loss (alpha 2, beta 4) summed over the cells heatmap_mask keeps;
-    size: L1 of the relative error |w - w*| / w* (scale-free, like IoU), mean of w and h;
-    offset: L1 in cells, mean of x and y. Each image's terms are divided by its own object count
-    (at least 1), so per-image values do not depend on the rest of the batch and a training loop
-    gets the same loss from `tf.nn.compute_average_loss(loss, global_batch_size=...)` on any number
-    of replicas. With `dense`, size and offset are taken at every cell of `box_map` / `box_weight`
-    (each object's cells weighted to 1 in all) and the GIoU loss of the boxes those cells predict is
-    added; otherwise at the objects' centre cells only, with no GIoU term.
-    loss = heatmap + size_weight * size + offset_weight * offset + giou_weight * giou.
-    """
-    heat, size, offset = split_heads(outputs, num_classes)
-    y = tf.cast(targets["heatmap"], tf.float32)
-    mask = tf.cast(targets["heatmap_mask"], tf.float32)
-    p = tf.clip_by_value(heat, EPS, 1.0 - EPS)
-    pos = tf.cast(tf.equal(y, 1.0), tf.float32)
-    pos_term = -tf.math.log(p) * tf.square(1.0 - p) * pos
-    neg_term = -tf.math.log(1.0 - p) * tf.square(p) * tf.pow(1.0 - y, 4.0) * (1.0 - pos)
-    reg_mask = tf.cast(targets["reg_mask"], tf.float32)
-    count = tf.maximum(tf.reduce_sum(reg_mask, axis=1), 1.0)
-    heat_loss = tf.reduce_sum((pos_term + neg_term) * mask, axis=[1, 2, 3]) / count
-
-    if dense:
-        size_loss, offset_loss, giou_loss = _dense_box_losses(size, offset, targets, stride, count)
-        total = heat_loss + size_weight * size_loss + offset_weight * offset_loss + giou_weight * giou_loss
-        return {
-            "loss": total,
-            "heatmap": heat_loss,
-            "size": size_loss,
-            "offset": offset_loss,
-            "giou": giou_loss,
-            "num_objects": count,
-        }
-    indices = tf.cast(targets["indices"], tf.int32)
-    cells = tf.shape(size)[1] * tf.shape(size)[2]
-    pred_size = tf.gather(tf.reshape(size, [-1, cells, 2]), indices, batch_dims=1)
-    pred_offset = tf.gather(tf.reshape(offset, [-1, cells, 2]), indices, batch_dims=1)
-    true_size = tf.cast(targets["size"], tf.float32)
-    rel = tf.abs(pred_size - true_size) / tf.maximum(true_size, 1.0)
-    size_loss = tf.reduce_sum(tf.reduce_mean(rel, axis=-1) * reg_mask, axis=1) / count
-    off = tf.abs(pred_offset - tf.cast(targets["offset"], tf.float32))
-    offset_loss = tf.reduce_sum(tf.reduce_mean(off, axis=-1) * reg_mask, axis=1) / count
-    total = heat_loss + size_weight * size_loss + offset_weight * offset_loss
-    return {
-        "loss": total,
-        "heatmap": heat_loss,
-        "size": size_loss,
-        "offset": offset_loss,
-        "giou": tf.zeros_like(total),
-        "num_objects": count,
-    }
-
-
-def giou(a: tf.Tensor, b: tf.Tensor) -> tf.Tensor:
-    """Generalized IoU of boxes (..., 4) xmin, ymin, xmax, ymax: IoU minus the share of the enclosing
-    box that the union leaves empty; -1..1, finite for empty boxes."""
-    inter_w = tf.nn.relu(tf.minimum(a[..., 2], b[..., 2]) - tf.maximum(a[..., 0], b[..., 0]))
-    inter_h = tf.nn.relu(tf.minimum(a[..., 3], b[..., 3]) - tf.maximum(a[..., 1], b[..., 1]))
-    inter = inter_w * inter_h
-    area_a = tf.nn.relu(a[..., 2] - a[..., 0]) * tf.nn.relu(a[..., 3] - a[..., 1])
-    area_b = tf.nn.relu(b[..., 2] - b[..., 0]) * tf.nn.relu(b[..., 3] - b[..., 1])
-    union = area_a + area_b - inter
-    enclose_w = tf.maximum(a[..., 2], b[..., 2]) - tf.minimum(a[..., 0], b[..., 0])
-    enclose_h = tf.maximum(a[..., 3], b[..., 3]) - tf.minimum(a[..., 1], b[..., 1])
-    enclose = tf.nn.relu(enclose_w) * tf.nn.relu(enclose_h)
-    return inter / tf.maximum(union, 1e-6) - (enclose - union) / tf.maximum(enclose, 1e-6)
-
-
-def _dense_box_losses(
-    size: tf.Tensor, offset: tf.Tensor, targets: Mapping[str, tf.Tensor], stride: int, count: tf.Tensor
-) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-    """Per-image (size, offset, GIoU) losses over the weighted cells of box_map, divided by count."""
-    box = tf.cast(targets["box_map"], tf.float32)
-    weight = tf.cast(targets["box_weight"], tf.float32)
-    cols = tf.range(tf.shape(size)[2], dtype=tf.float32)[tf.newaxis, tf.newaxis, :]
-    rows = tf.range(tf.shape(size)[1], dtype=tf.float32)[tf.newaxis, :, tf.newaxis]
-    true_size = tf.stack([box[..., 2] - box[..., 0], box[..., 3] - box[..., 1]], axis=-1)
-    centre_x = (box[..., 0] + box[..., 2]) / (2.0 * stride)
-    centre_y = (box[..., 1] + box[..., 3]) / (2.0 * stride)
-    true_offset = tf.stack([centre_x - cols, centre_y - rows], axis=-1)
-    rel = tf.reduce_mean(tf.abs(size - true_size) / tf.maximum(true_size, 1.0), axis=-1)
-    off = tf.reduce_mean(tf.abs(offset - true_offset), axis=-1)
-    px = (cols + offset[..., 0]) * stride
-    py = (rows + offset[..., 1]) * stride
-    half_w, half_h = size[..., 0] / 2.0, size[..., 1] / 2.0
-    predicted = tf.stack([px - half_w, py - half_h, px + half_w, py + half_h], axis=-1)
-    box_loss = 1.0 - giou(predicted, box)
-
-    def per_image(values: tf.Tensor) -> tf.Tensor:
-        return tf.reduce_sum(values * weight, axis=[1, 2]) / count
-
-    return per_image(rel), per_image(off), per_image(box_loss)
 
 
 # --------------------------------------------------------------------------------------------
@@ -704,86 +456,3 @@ def _spread_equal_biases(model: Any) -> list[tuple[Any, np.ndarray]]:
             steps = np.arange(value.size, dtype=np.float32).reshape(value.shape)
             bias.assign(value * (1.0 + 1e-6 * steps))
     return changed
-
-
-# --------------------------------------------------------------------------------------------
-# Training speed
-# --------------------------------------------------------------------------------------------
-
-
-def random_batch(
-    batch_size: int, num_classes: int, input_hw: tuple[int, int], *, max_objects: int = 8, seed: int = 0
-) -> tuple[np.ndarray, dict[str, np.ndarray]]:
-    """Seeded random images (B, H, W, 3) 0..255 and padded {"boxes", "labels", "valid", "difficult"}."""
-    rng = np.random.default_rng(seed)
-    h, w = (int(v) for v in input_hw)
-    images = rng.uniform(0.0, 255.0, (batch_size, h, w, 3)).astype(np.float32)
-    sizes = rng.uniform(0.05, 0.6, (batch_size, max_objects, 2)) * [w, h]
-    corner = rng.uniform(0.0, 1.0, (batch_size, max_objects, 2)) * ([w, h] - sizes)
-    boxes = np.concatenate([corner, corner + sizes], axis=-1).astype(np.float32)
-    counts = rng.integers(1, max_objects + 1, batch_size)
-    valid = np.arange(max_objects)[np.newaxis] < counts[:, np.newaxis]
-    objects = {
-        "boxes": boxes,
-        "labels": rng.integers(0, num_classes, (batch_size, max_objects)).astype(np.int32),
-        "valid": valid,
-        "difficult": valid & (rng.uniform(size=valid.shape) < 0.1),
-    }
-    return images, objects
-
-
-def time_training(
-    num_classes: int = 20,
-    input_hw: tuple[int, int] = (256, 320),
-    *,
-    batch_size: int = 16,
-    policy: str = "float32",
-    width: float = 1.0,
-    seconds: float = 60.0,
-    warmup_steps: int = 3,
-    seed: int = 0,
-) -> dict[str, Any]:
-    """Training images/s of the detector under a Keras dtype policy, from a plain GradientTape step.
-
-    One fixed random batch and its targets (built once: in training they come from tf.data); Adam;
-    steps are timed for about `seconds` after `warmup_steps` untimed ones (tracing included there).
-    """
-    previous = keras.mixed_precision.dtype_policy()
-    keras.mixed_precision.set_dtype_policy(policy)
-    try:
-        keras.utils.set_random_seed(seed)
-        model = build_detector(num_classes, input_hw, width=width)
-    finally:
-        keras.mixed_precision.set_dtype_policy(previous)
-    images, objects = random_batch(batch_size, num_classes, input_hw, seed=seed)
-    targets = build_targets(**objects, num_classes=num_classes, input_hw=input_hw)
-    images = tf.constant(images)
-    optimizer = keras.optimizers.Adam(1e-3)
-
-    @tf.function
-    def step() -> tf.Tensor:
-        with tf.GradientTape() as tape:
-            losses = detection_loss(model(images, training=True), targets, num_classes=num_classes)
-            loss = tf.reduce_mean(losses["loss"])
-        grads = tape.gradient(loss, model.trainable_variables)
-        optimizer.apply_gradients(zip(grads, model.trainable_variables))
-        return loss
-
-    for _ in range(warmup_steps):
-        float(step())
-    steps, start = 0, time.perf_counter()
-    while time.perf_counter() - start < seconds or steps < 2:
-        loss = step()
-        steps += 1
-    float(loss)
-    elapsed = time.perf_counter() - start
-    return {
-        "policy": policy,
-        "batch_size": int(batch_size),
-        "input_hw": [int(v) for v in input_hw],
-        "steps": steps,
-        "seconds": elapsed,
-        "images_per_s": steps * batch_size / elapsed,
-        "parameters": int(model.count_params()),
-        "final_loss": float(loss),
-    }

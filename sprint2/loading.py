@@ -385,6 +385,88 @@ def _queue_for(method: str | cf.Executor, opts: LoadOptions, desc: str) -> Itera
 # --------------------------------------------------------------------------------------------------
 
 
+class _Collector:
+    """Gathers the chunks' results into rows that follow the samples, then compacts them into a dataset."""
+
+    def __init__(self, n: int, size: tuple[int, int] | None, errors: str) -> None:
+        h, w = size if size is not None else (0, 0)
+        self.size, self.errors = (h, w), errors
+        self.images = np.empty((n, h, w, 3), dtype=np.uint8)  # rows follow samples; compacted at the end
+        self.ok = np.zeros(n, dtype=bool)
+        self.per_row: list[tuple[np.ndarray, list[str], np.ndarray, np.ndarray] | None] = [None] * n
+        self.seen: set[str] = set()
+        self.failed: dict[int, Failure] = {}
+        self.dropped: list[tuple[int, str, int, str]] = []
+
+    def place(self, start: int, result: _ChunkResult) -> None:
+        """Stores one chunk's rows (the queue's result callback); the first failure raises under "raise"."""
+        if self.errors == "raise" and result.failures:
+            _, path, reason = result.failures[0]
+            raise DataError(path, reason)
+        rows = result.rows
+        if len(result.images):
+            self.images[rows] = result.images
+        self.ok[rows] = True
+        offsets = np.concatenate([[0], np.cumsum(result.counts)]).astype(np.int64)
+        for j, row in enumerate(rows):
+            a, b = offsets[j], offsets[j + 1]
+            self.per_row[row] = (
+                result.boxes[a:b],
+                result.names[a:b],
+                result.difficult[a:b],
+                result.truncated[a:b],
+            )
+        self.seen.update(result.seen)
+        for index, path, reason in result.failures:
+            self.failed[index] = Failure(path, reason)
+        self.dropped.extend(result.dropped)
+
+    def dataset(self, samples: Sequence[Sample], class_names: Sequence[str] | None) -> LoadedDataset:
+        """The loaded rows in sample order (failed ones left out), labels numbered by class_names."""
+        names_out = list(class_names) if class_names is not None else sorted(self.seen)
+        index = {name: i for i, name in enumerate(names_out)}
+        rows = np.flatnonzero(self.ok)
+        images = self.images
+        for dst, src in enumerate(rows):  # dst <= src: copying forward never overwrites a row still needed
+            if dst != src:
+                images[dst] = images[src]
+        kept = [self.per_row[r] for r in rows]
+        dropped = sorted(self.dropped, key=lambda d: (d[0], d[2]))
+        out = LoadedDataset(
+            images=images[: len(rows)],
+            boxes=[k[0] for k in kept],
+            labels=[np.array([index[nm] for nm in k[1]], dtype=np.int32) for k in kept],
+            difficult=[k[2] for k in kept],
+            truncated=[k[3] for k in kept],
+            class_names=names_out,
+            paths=[samples[r].image_path for r in rows],
+            failures=[self.failed[i] for i in sorted(self.failed)],
+            dropped=[DroppedBox(path, i, reason) for _, path, i, reason in dropped],
+            found=len(samples),
+            size=self.size,
+        )
+        assert out.found == len(out.paths) + len(out.failures), "every sample must be loaded or failed"
+        return out
+
+
+def _log_problems(out: LoadedDataset, root: Path) -> None:
+    """One warning for the dropped boxes and one for the failed samples, each naming the first."""
+    if out.dropped:
+        first = out.dropped[0]
+        logger.warning(
+            "%s: dropped %d invalid box(es) from %d image(s), which keep their valid boxes "
+            "(first: %s object %d: %s; LoadedDataset.dropped lists them all)",
+            root,
+            len(out.dropped),
+            len({d.path for d in out.dropped}),
+            first.path,
+            first.index,
+            first.reason,
+        )
+    if out.failures:
+        logger.warning("%s: %d of %d samples failed to load", root, len(out.failures), out.found)
+
+
 def _run_load(
     samples: Sequence[Sample],
     root: Path,
@@ -395,36 +477,8 @@ def _run_load(
     """Load samples into a preallocated array (or only check them when size is None)."""
     method = resolve_method(opts.method) if isinstance(opts.method, str) else opts.method
     n = len(samples)
-    h, w = size if size is not None else (0, 0)
-    images = np.empty((n, h, w, 3), dtype=np.uint8)  # rows follow samples; compacted after failures
-    ok = np.zeros(n, dtype=bool)
-    per_row: list[tuple[np.ndarray, list[str], np.ndarray, np.ndarray] | None] = [None] * n
-    seen: set[str] = set()
-    failed: dict[int, Failure] = {}
-    dropped: list[tuple[int, str, int, str]] = []
-
-    def place(start: int, result: _ChunkResult) -> None:
-        if opts.errors == "raise" and result.failures:
-            _, path, reason = result.failures[0]
-            raise DataError(path, reason)
-        rows = result.rows
-        if len(result.images):
-            images[rows] = result.images
-        ok[rows] = True
-        offsets = np.concatenate([[0], np.cumsum(result.counts)]).astype(np.int64)
-        for j, row in enumerate(rows):
-            a, b = offsets[j], offsets[j + 1]
-            per_row[row] = (
-                result.boxes[a:b],
-                result.names[a:b],
-                result.difficult[a:b],
-                result.truncated[a:b],
-            )
-        seen.update(result.seen)
-        for index, path, reason in result.failures:
-            failed[index] = Failure(path, reason)
-        dropped.extend(result.dropped)
-
+    collector = _Collector(n, size, opts.errors)
+    images = collector.images
     route = _pixel_route(method, opts.scheduler) if size is not None and n else "result"
     desc = f"loading {root.name}" if size is not None else f"checking {root.name}"
     with contextlib.ExitStack() as stack:
@@ -449,49 +503,16 @@ def _run_load(
         )
         with _queue_for(method, opts, desc) as queue:
             queue.run(
-                functools.partial(_load_chunk, spec=spec), list(enumerate(samples)), place, opts.chunk_size
+                functools.partial(_load_chunk, spec=spec),
+                list(enumerate(samples)),
+                collector.place,
+                opts.chunk_size,
             )
         if scratch is not None:
-            images = _map_scratch(scratch, images.shape)
-
-    names_out = list(class_names) if class_names is not None else sorted(seen)
-    index = {name: i for i, name in enumerate(names_out)}
-    rows = np.flatnonzero(ok)
-    for dst, src in enumerate(rows):  # dst <= src, so copying forward never overwrites a row still needed
-        if dst != src:
-            images[dst] = images[src]
-    kept = [per_row[r] for r in rows]
-    out = LoadedDataset(
-        images=images[: len(rows)],
-        boxes=[k[0] for k in kept],
-        labels=[np.array([index[nm] for nm in k[1]], dtype=np.int32) for k in kept],
-        difficult=[k[2] for k in kept],
-        truncated=[k[3] for k in kept],
-        class_names=names_out,
-        paths=[samples[r].image_path for r in rows],
-        failures=[failed[i] for i in sorted(failed)],
-        dropped=[
-            DroppedBox(path, i, reason) for _, path, i, reason in sorted(dropped, key=lambda d: (d[0], d[2]))
-        ],
-        found=n,
-        size=(h, w),
-    )
-    assert out.found == len(out.paths) + len(out.failures), "every sample must be loaded or failed"
-    if out.dropped:
-        first = out.dropped[0]
-        logger.warning(
-            "%s: dropped %d invalid box(es) from %d image(s), which keep their valid boxes "
-            "(first: %s object %d: %s; LoadedDataset.dropped lists them all)",
-            root,
-            len(out.dropped),
-            len({d.path for d in out.dropped}),
-            first.path,
-            first.index,
-            first.reason,
-        )
-    if out.failures:
-        logger.warning("%s: %d of %d samples failed to load", root, len(out.failures), n)
-    return out
+            collector.images = _map_scratch(scratch, images.shape)
+    dataset = collector.dataset(samples, class_names)
+    _log_problems(dataset, root)
+    return dataset
 
 
 def _load(

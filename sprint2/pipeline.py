@@ -3,7 +3,7 @@
 Two target layouts: one box per row (labels (N,), boxes (N, 4)) for the single-box models, and padded
 boxes (labels (N, M) and boxes (N, M, 4), -1 as padding) for detectors that learn every object.
 `detection_dataset` carries the padded boxes, labels and `difficult` flags through augmentation and
-builds the detector's targets per batch (`sprint2.detector.build_targets`).
+builds the detector's targets per batch (`sprint2.targets.build_targets`).
 """
 
 from __future__ import annotations
@@ -15,9 +15,9 @@ import numpy as np
 import tensorflow as tf
 
 from sprint2.augment import MIN_VISIBLE, PAD, augment, mosaic
-from sprint2.detector import build_targets
 from sprint2.evaluate import image_targets
 from sprint2.recipes import AugmentParams
+from sprint2.targets import build_targets
 
 logger = logging.getLogger(__name__)
 

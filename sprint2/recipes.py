@@ -117,7 +117,7 @@ class TrainConfig:
     # (a validation set too small to read, schedule.reads_validation).
     select_epoch: bool = True
     # The detector's size and offset regression: "dense" from every cell of an object's Gaussian core
-    # with a GIoU term (detector.dense_box_targets), or "centre" from its centre cell alone.
+    # with a GIoU term (targets.dense_box_targets), or "centre" from its centre cell alone.
     box_regression: Literal["dense", "centre"] = "centre"
 
 

@@ -456,6 +456,14 @@ def _settings(
     }
 
 
+def _write_lists(out_dir: Path, split_ids: dict[str, list[str]]) -> None:
+    """ImageSets/Main/<split>.txt: one image id per line, for the "voc" layout."""
+    sets = out_dir / "ImageSets" / "Main"
+    sets.mkdir(parents=True, exist_ok=True)
+    for split, ids in split_ids.items():
+        (sets / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+
+
 def generate(
     out_dir: Path | str,
     train: int = 200,
@@ -516,10 +524,7 @@ def generate(
             ids.append(stem)
         split_ids[split] = ids
     if layout == "voc":
-        sets = out_dir / "ImageSets" / "Main"
-        sets.mkdir(parents=True, exist_ok=True)
-        for split, ids in split_ids.items():
-            (sets / f"{split}.txt").write_text("".join(f"{i}\n" for i in ids), encoding="utf-8")
+        _write_lists(out_dir, split_ids)
     args = _settings(train, test, classes, seed, layout, distractors, counts, size_range)
     (out_dir / MARKER).write_text(json.dumps(args, sort_keys=True) + "\n", encoding="utf-8")
     logger.info(

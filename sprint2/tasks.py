@@ -22,12 +22,13 @@ import numpy as np
 import tensorflow as tf
 
 from sprint2.decode import Detections, decode
-from sprint2.detector import STRIDE, build_detector, build_targets, detection_loss
+from sprint2.detector import STRIDE, build_detector
 from sprint2.metrics import pr_curves, single_box_detections, voc_ap
 from sprint2.model import KINDS, SINGLE_BOX_KINDS, HuberGIoULoss, build_model, tensor_iou
 from sprint2.modelcard import ModelCard
 from sprint2.pipeline import detection_dataset, make_dataset, make_targets, padded_flags, padded_targets
 from sprint2.recipes import augment_params
+from sprint2.targets import build_targets, detection_loss
 
 logger = logging.getLogger(__name__)
 

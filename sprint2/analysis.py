@@ -1,7 +1,8 @@
 """The analysis behind the notebooks' tables: rankings, failure breakdowns, targets, comparisons of loads.
 
 NumPy only, no TensorFlow: each function takes arrays, a LoadedDataset or the plain dicts that the
-benchmarks, training and quantization return, and gives back numbers or rows for `sprint2.table`.
+benchmarks, training and quantization return, and gives back numbers, rows for `sprint2.table`, or a
+ready `Table` where a notebook shows the rows as they are (`key_value_table`, `split_table`, `file_table`).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from sprint2.dataset import Failure, LoadedDataset
 from sprint2.errors import DataError
 from sprint2.evaluate import largest_index, pairwise_iou
 from sprint2.images import box_iou
+from sprint2.table import Table, table
 
 Row = dict[str, Any]
 
@@ -28,6 +30,11 @@ def key_value_rows(mapping: Mapping[str, Any]) -> list[Row]:
         {"what": k, "value": ", ".join(map(str, v)) if isinstance(v, list | tuple) else v}
         for k, v in mapping.items()
     ]
+
+
+def key_value_table(title: str, mapping: Mapping[str, Any]) -> Table:
+    """key_value_rows as a two-column table headed by title: a notebook's "what, value" summary."""
+    return table(key_value_rows(mapping), [(title, "what", "{}"), ("", "value", "{}")])
 
 
 # ---------------------------------------------------------------------------------------------- loading
@@ -128,6 +135,27 @@ def dataset_summary(ds: LoadedDataset) -> Row:
         "median_box_area": float(np.median(area)) if len(area) else 0.0,
         "max_objects_per_image": max((len(b) for b in ds.boxes), default=0),
     }
+
+
+def split_table(splits: Mapping[str, LoadedDataset | None]) -> Table:
+    """dataset_summary of each split that exists (None: a split the run does not have), as a table."""
+    return table(
+        [{"split": name, **dataset_summary(ds)} for name, ds in splits.items() if ds is not None],
+        [
+            ("split", "split", "{}"),
+            ("images", "images", "{}"),
+            ("objects", "objects", "{}"),
+            ("classes", "classes", "{}"),
+            ("median box area (of image)", "median_box_area", "{:.1%}"),
+            ("most objects in one image", "max_objects_per_image", "{}"),
+        ],
+    )
+
+
+def objects_per_image(ds: LoadedDataset) -> dict[str, int]:
+    """Images by their number of annotated objects, every count from 0 to the largest (keys "0", "1", ...)."""
+    counts = np.bincount([len(b) for b in ds.boxes], minlength=1) if len(ds) else np.zeros(1, np.int64)
+    return {str(k): int(v) for k, v in enumerate(counts)}
 
 
 # ------------------------------------------------------------------------------------------ timing runs
@@ -400,23 +428,33 @@ def file_rows(folders: Sequence[Path], root: Path, recursive: bool = False) -> l
     return [{"file": f.relative_to(root).as_posix(), "kB": f.stat().st_size / 1e3} for f in files]
 
 
+def file_table(folders: Sequence[Path], root: Path, recursive: bool = False, title: str = "file") -> Table:
+    """file_rows as a table: the files under the header title, their sizes in kB to one decimal."""
+    return table(file_rows(folders, root, recursive), [(title, "file", "{}"), ("size (kB)", "kB", "{:.1f}")])
+
+
 # ----------------------------------------------------------------------------------------- quantization
-#: How each check of sprint2.quantize.check_targets is shown: label, number format, comparison.
+#: How each check of sprint2.quantize.check_targets is shown: label, number format, comparison. Both
+#: kinds have the first two; a detector adds map50_drop, a single-box model the last two.
 TARGET_LABELS: dict[str, tuple[str, str, str]] = {
     "size_ratio": ("size vs float32", "{:.2f}x", "<="),
     "speedup": ("speedup vs Keras float", "{:.2f}x", ">="),
+    "map50_drop": ("mAP@0.5 drop", "{:+.3f}", "<="),
     "accuracy_drop": ("accuracy drop", "{:+.1%}", "<="),
     "mean_iou_drop": ("mean IoU drop", "{:+.3f}", "<="),
 }
 
 
 def target_rows(checks: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[Row]:
-    """One row per target: its limit, and per variant the measured value with "met" or "MISSED"."""
+    """One row per target the checks hold (in TARGET_LABELS order): its limit, and per variant the
+    measured value with "met" or "MISSED"."""
     if not checks:
         raise ValueError("no variants to show")
     first = next(iter(checks.values()))
     rows = []
     for key, (label, fmt, op) in TARGET_LABELS.items():
+        if key not in first:
+            continue
         row: Row = {"target": label, "limit": f"{op} {fmt.format(first[key]['limit'])}"}
         for variant, check in checks.items():
             row[variant] = f"{fmt.format(check[key]['value'])} {'met' if check[key]['met'] else 'MISSED'}"
@@ -427,169 +465,6 @@ def target_rows(checks: Mapping[str, Mapping[str, Mapping[str, Any]]]) -> list[R
 def missed_targets(check: Mapping[str, Mapping[str, Any]]) -> list[str]:
     """Labels of the targets one variant misses (empty when it meets them all)."""
     return [TARGET_LABELS.get(key, (key,))[0] for key, t in check.items() if not t["met"]]
-
-
-@dataclass(frozen=True)
-class Changes:
-    """How a second model's predictions differ from a reference's on the same images."""
-
-    box_shift: np.ndarray  # per image, the largest move of a box coordinate, pixels
-    class_flips: np.ndarray  # bool: the predicted class changed
-
-    def most_moved(self, n: int) -> np.ndarray:
-        """Indices of the n images whose box moved most, largest first (ties in image order)."""
-        return np.argsort(-self.box_shift, kind="stable")[:n]
-
-
-def prediction_changes(
-    ref_probs: np.ndarray, ref_boxes: np.ndarray, probs: np.ndarray, boxes: np.ndarray
-) -> Changes:
-    """Box shift and class flips of (probs, boxes) against the reference predictions."""
-    ref_probs, probs = np.asarray(ref_probs), np.asarray(probs)
-    ref_boxes, boxes = np.asarray(ref_boxes, np.float64), np.asarray(boxes, np.float64)
-    if ref_probs.shape != probs.shape or ref_boxes.shape != boxes.shape:
-        raise ValueError(
-            f"predictions differ in shape: {ref_probs.shape}/{ref_boxes.shape} "
-            f"against {probs.shape}/{boxes.shape}"
-        )
-    return Changes(
-        box_shift=np.abs(boxes - ref_boxes).max(1), class_flips=ref_probs.argmax(1) != probs.argmax(1)
-    )
-
-
-# -------------------------------------------------------------------------------------------- scale-out
-def worker_rows(metrics: Sequence[Mapping[str, Any]]) -> list[Row]:
-    """One row per multi-worker training process from its --json metrics (empty ones show dashes)."""
-    return [
-        {
-            "worker": i,
-            "chief": m.get("strategy_info", {}).get("is_chief"),
-            "replicas": m.get("replicas"),
-            "test accuracy": m.get("test", {}).get("accuracy"),
-            "test mean IoU": m.get("test", {}).get("mean_iou"),
-            "train seconds": m.get("train_seconds"),
-        }
-        for i, m in enumerate(metrics)
-    ]
-
-
-# --------------------------------------------------------------------------------------------- detector
-def objects_per_image(ds: LoadedDataset) -> dict[str, int]:
-    """Images by their number of annotated objects, every count from 0 to the largest (keys "0", "1", ...)."""
-    counts = np.bincount([len(b) for b in ds.boxes], minlength=1) if len(ds) else np.zeros(1, np.int64)
-    return {str(k): int(v) for k, v in enumerate(counts)}
-
-
-def single_box_ceiling(ds: LoadedDataset) -> Row:
-    """The most a one-box-per-image model can recall: one true positive per image that has an object.
-
-    Counts the non-difficult boxes (the positives of the detection metrics): max_recall is the images
-    holding at least one, over all of them (None without positives).
-    """
-    easy = [int((~np.asarray(hard, bool)).sum()) for hard in ds.difficult]
-    objects, with_objects = int(sum(easy)), int(sum(k > 0 for k in easy))
-    return {
-        "images": len(ds),
-        "objects": objects,
-        "images_with_objects": with_objects,
-        "max_recall": with_objects / objects if objects else None,
-    }
-
-
-def model_detections(
-    predictor: Any, images: np.ndarray, *, score_threshold: float, batch_size: int = 32
-) -> list[Any]:
-    """Detections per image in network-input pixels from a `predict.load_predictor` model, in batches.
-
-    A detector's outputs are decoded with its card's settings and score_threshold; a single-box model
-    gives its one box per image, scored by its class probability (metrics.single_box_detections), as
-    training scores it. images must already be at the card's input size.
-    """
-    from sprint2.metrics import single_box_detections
-    from sprint2.predict import DETECTOR, single_box_outputs, to_detections
-
-    card = predictor.card
-    images = np.asarray(images)
-    if images.ndim != 4 or tuple(images.shape[1:3]) != tuple(card.input_hw):
-        raise ValueError(
-            f"images of shape {images.shape} do not fit the model's input "
-            f"{card.input_hw[0]}x{card.input_hw[1]}"
-        )
-    if batch_size < 1:
-        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    dets: list[Any] = []
-    for start in range(0, len(images), batch_size):
-        chunk = images[start : start + batch_size].astype(np.float32)
-        outputs = predictor(chunk)
-        if card.kind == DETECTOR:
-            none = [None] * len(chunk)
-            dets += to_detections(outputs, card, none, none, score_threshold=score_threshold)
-        else:
-            dets += single_box_detections(*single_box_outputs(outputs, len(card.class_names)))
-    return dets
-
-
-def rescale_detections(detections: Sequence[Any], from_hw: Sequence[int], to_hw: Sequence[int]) -> list[Any]:
-    """Detections moved from one stretched input size to another, (height, width) each.
-
-    Exact between two stretch resizes of the same images (each axis is a plain scale); a letterbox
-    resize adds padding this cannot know about. IoU, and so mAP, is unchanged by it.
-    """
-    from sprint2.decode import Detections
-
-    (fh, fw), (th, tw) = (tuple(int(v) for v in hw) for hw in (from_hw, to_hw))
-    if min(fh, fw, th, tw) <= 0:
-        raise ValueError(f"sizes must be positive, got {tuple(from_hw)} and {tuple(to_hw)}")
-    scale = np.array([tw / fw, th / fh, tw / fw, th / fh], np.float64)
-    return [Detections(np.asarray(d.boxes, np.float64) * scale, d.scores, d.labels) for d in detections]
-
-
-#: The comparison table's measures, all from metrics.evaluate_detections.
-DETECTION_ROW_KEYS = ("map50", "map50_95", "coco_ap50", "ap75", "ap_small", "ap_medium", "ap_large")
-
-
-def detection_rows(reports: Mapping[str, Mapping[str, Any]], train_seconds: Mapping[str, Any]) -> list[Row]:
-    """One row per model from its evaluate_detections dict: DETECTION_ROW_KEYS, detections per image
-    and the training seconds (None for a model that was not trained)."""
-    return [
-        {
-            "model": name,
-            **{k: r.get(k) for k in DETECTION_ROW_KEYS},
-            "detections_per_image": r["detections"] / r["images"] if r["images"] else 0.0,
-            "train_s": train_seconds.get(name),
-        }
-        for name, r in reports.items()
-    ]
-
-
-def pooled_errors(image_errors: Mapping[str, Sequence[int]]) -> Row:
-    """True and false positives and misses summed over the images (evaluate_detections' image_errors),
-    with the pooled precision and recall they give (None where undefined)."""
-    tp, fp, fn = (int(np.sum(image_errors[k])) for k in ("tp", "fp", "fn"))
-    return {
-        "tp": tp,
-        "fp": fp,
-        "fn": fn,
-        "precision": tp / (tp + fp) if tp + fp else None,
-        "recall": tp / (tp + fn) if tp + fn else None,
-    }
-
-
-def confusion_summary(confusion: np.ndarray) -> Row:
-    """What a detection confusion matrix (classes, then background last) adds up to: objects found with
-    the right class, found with a wrong class, missed (background column) and false detections
-    (background row)."""
-    counts = np.asarray(confusion, np.int64)
-    if counts.ndim != 2 or counts.shape[0] != counts.shape[1] or counts.shape[0] < 2:
-        raise ValueError(f"expected a (C + 1, C + 1) matrix, got shape {counts.shape}")
-    classes = counts[:-1, :-1]
-    return {
-        "objects": int(counts[:-1].sum()),
-        "right_class": int(np.trace(classes)),
-        "wrong_class": int(classes.sum() - np.trace(classes)),
-        "missed": int(counts[:-1, -1].sum()),
-        "false_detections": int(counts[-1, :-1].sum()),
-    }
 
 
 # ------------------------------------------------------------------------------ timing, per model
@@ -702,7 +577,7 @@ def primary_model(result: Mapping[str, Any]) -> str:
     return "detector" if "detector" in names else names[0]
 
 
-# ----------------------------------------------------------------------------- scale-out, any model
+# -------------------------------------------------------------------------------------------- scale-out
 #: The test scores a worker's row shows, by model kind: the detector's detection metrics, or the
 #: single-box models' accuracy and IoU.
 WORKER_SCORES: dict[str, tuple[str, ...]] = {

@@ -14,6 +14,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from sprint2 import quiet
 from sprint2.errors import DataError, StrategyError
 
 
@@ -40,15 +41,36 @@ def parsers(parser: argparse.ArgumentParser) -> Iterator[tuple[str, argparse.Arg
                 yield from parsers(sub)
 
 
+_Subparsers = argparse._SubParsersAction  # what add_subparsers returns; each builder adds one command to it
+
+
 def _parser() -> argparse.ArgumentParser:
+    """The whole command line: the top-level options, then one builder per subcommand, in help order."""
     p = argparse.ArgumentParser(
         prog="sprint2",
         description="Generate, inspect, benchmark, train, evaluate, quantize and run VOC object "
         "detectors: the sprint 2 report as reproducible software.",
     )
-    p.add_argument("-v", "--verbose", action="store_true", help="log at INFO level")
+    p.add_argument(
+        "-v",
+        "--verbose",
+        action="store_true",
+        help="log at INFO level and show TensorFlow's start-up notices",
+    )
     sub = p.add_subparsers(dest="command", required=True)
+    builders = (_add_generate, _add_inspect, _add_bench, _add_train, _add_evaluate, _add_quantize)
+    for add in (*builders, _add_predict, _add_report):
+        add(sub)
+    for _, parser in parsers(p):
+        parser.formatter_class = _HelpFormatter
+        for action in parser._actions:  # each subcommand's --help opens with its one-line summary
+            if isinstance(action, argparse._SubParsersAction):
+                for choice in action._choices_actions:
+                    action.choices[choice.dest].description = choice.help
+    return p
 
+
+def _add_generate(sub: _Subparsers) -> None:
     g = sub.add_parser("generate", help="write the deterministic synthetic VOC dataset")
     g.add_argument("out_dir", type=Path, help="folder to write train/ and test/ into")
     g.add_argument("--train", type=int, default=200, help="training images")
@@ -73,6 +95,8 @@ def _parser() -> argparse.ArgumentParser:
         "(default: 0.25-0.7 for one object per image, 0.1-0.5 otherwise)",
     )
 
+
+def _add_inspect(sub: _Subparsers) -> None:
     i = sub.add_parser("inspect", help="count images, objects and classes; list every failure")
     i.add_argument("data_dir", type=Path, help="a VOC dataset folder, in any of the three layouts")
     i.add_argument("--json", action="store_true", help="print the summary as JSON")
@@ -87,8 +111,16 @@ def _parser() -> argparse.ArgumentParser:
         help="Dask scheduler address, or 'local' for a LocalCluster (default: no Dask, local threads)",
     )
 
+
+def _add_bench(sub: _Subparsers) -> None:
     b = sub.add_parser("bench", help="side-by-side benchmarks")
     bsub = b.add_subparsers(dest="bench", required=True)
+    _add_bench_loading(bsub)
+    _add_bench_training(bsub)
+    _add_bench_detector(bsub)
+
+
+def _add_bench_loading(bsub: _Subparsers) -> None:
     bl = bsub.add_parser("loading", help="images/s of each loading method")
     bl.add_argument("data_dir", type=Path, help="a VOC dataset folder")
     bl.add_argument("--size", type=int, default=128, help="side of the square every image is resized to")
@@ -103,6 +135,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     bl.add_argument("--workers", type=int, help="pool workers of the parallel methods (default: every core)")
     bl.add_argument("--json", action="store_true", help="print the full result as JSON")
+
+
+def _add_bench_training(bsub: _Subparsers) -> None:
     bt = bsub.add_parser(
         "training", help="images/s of each model without a strategy, on N logical CPUs and on GPUs"
     )
@@ -144,6 +179,8 @@ def _parser() -> argparse.ArgumentParser:
     )
     bt.add_argument("--json", action="store_true", help="print the full result as JSON")
 
+
+def _add_bench_detector(bsub: _Subparsers) -> None:
     bd = bsub.add_parser(
         "detector", help="test mAP of the detector's defaults per dataset, time budget and seed"
     )
@@ -155,6 +192,9 @@ def _parser() -> argparse.ArgumentParser:
     )
     bd.add_argument("--json", action="store_true", help="print the summaries and runs as JSON")
 
+
+def _add_train(sub: _Subparsers) -> None:
+    """`sprint2 train`: what to train and where; the schedule's options come from _add_train_schedule."""
     t = sub.add_parser("train", help="train a model and evaluate it against the trivial baseline")
     t.add_argument("data_dir", type=Path, help="a VOC dataset folder with a test split (else 20%% held out)")
     t.add_argument(
@@ -201,6 +241,12 @@ def _parser() -> argparse.ArgumentParser:
         help="a recipe of sprint2.recipes.RECIPES (detector, synthetic, small-photos), or auto: "
         "detector for the detector; small-photos under 400 training images, synthetic otherwise",
     )
+    _add_train_schedule(t)
+    t.add_argument("--json", action="store_true", help="print metrics.json on stdout")
+
+
+def _add_train_schedule(t: argparse.ArgumentParser) -> None:
+    """`sprint2 train`'s optimiser, validation, precision and time-budget options."""
     t.add_argument(
         "--learning-rate", type=float, help="peak learning rate (default: the schedule's, or 2e-3)"
     )
@@ -232,14 +278,17 @@ def _parser() -> argparse.ArgumentParser:
         type=float,
         help="detector: training time budget in seconds that the epoch count respects (default: 900)",
     )
-    t.add_argument("--json", action="store_true", help="print metrics.json on stdout")
 
+
+def _add_evaluate(sub: _Subparsers) -> None:
     e = sub.add_parser("evaluate", help="score a saved model on a split of a dataset beside the baseline")
     e.add_argument("model", type=Path, help="model.keras (its model.json card must be beside it)")
     e.add_argument("data_dir", type=Path, help="a VOC dataset folder")
     e.add_argument("--split", choices=["test", "val", "train"], default="test", help="the split to score")
     e.add_argument("--json", action="store_true", help="print the scores as JSON")
 
+
+def _add_quantize(sub: _Subparsers) -> None:
     q = sub.add_parser("quantize", help="convert to TFLite variants and measure size, speed, accuracy")
     q.add_argument("model", type=Path, help="model.keras (its model.json card must be beside it)")
     q.add_argument("data_dir", type=Path, help="a VOC dataset folder; its test split is measured")
@@ -266,6 +315,8 @@ def _parser() -> argparse.ArgumentParser:
     q.add_argument("--threads", type=int, help="LiteRT interpreter threads (default: every core)")
     q.add_argument("--json", action="store_true", help="print the full result as JSON")
 
+
+def _add_predict(sub: _Subparsers) -> None:
     pr = sub.add_parser("predict", help="run a trained model on image files and folders")
     pr.add_argument("model", type=Path, help="a .keras or .tflite model with its model.json beside it")
     pr.add_argument("paths", type=Path, nargs="+", help="image files and folders (searched recursively)")
@@ -276,22 +327,23 @@ def _parser() -> argparse.ArgumentParser:
     pr.add_argument("--batch", type=int, default=16, help="images per model call")
     pr.add_argument("--json", action="store_true", help="print detections.json on stdout")
 
+
+def _add_report(sub: _Subparsers) -> None:
     r = sub.add_parser("report", help="run every notebook headless into an HTML report")
     r.add_argument("--quick", action="store_true", help="small synthetic data, one or two epochs")
     r.add_argument("--data", type=Path, help="a VOC dataset (default: generated synthetic data)")
     r.add_argument("--out", type=Path, default=Path("reports"), help="folder for the notebooks and HTML")
-    for _, parser in parsers(p):
-        parser.formatter_class = _HelpFormatter
-        for action in parser._actions:  # each subcommand's --help opens with its one-line summary
-            if isinstance(action, argparse._SubParsersAction):
-                for choice in action._choices_actions:
-                    action.choices[choice.dest].description = choice.help
-    return p
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Entry point of the ``sprint2`` console script."""
+    """Entry point of the ``sprint2`` console script.
+
+    Run as a command (``argv`` None), TensorFlow's start-up notices are dropped from stderr unless
+    ``--verbose``; a caller that passes ``argv`` (tests, other programs) keeps its stderr as it is.
+    """
     args = _parser().parse_args(argv)
+    if argv is None and not args.verbose:
+        quiet.filter_process_stderr()
     logging.basicConfig(
         level=logging.INFO if args.verbose else logging.WARNING,
         format="%(levelname)s %(name)s: %(message)s",

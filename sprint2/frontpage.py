@@ -3,6 +3,8 @@
 Claims are data (:data:`CLAIMS`): each names the figures it reads (:data:`FIGURES`, the one place that
 knows the keys the notebooks record), how it states them, and the rule that turns them into a
 one-word verdict. A figure a notebook did not record makes its claim "not measured", never an error.
+A quick report's figures come from a smoke run (tiny data, an epoch or two), so its claims show them
+with the verdict "smoke run" instead: the rules were set for the full run's numbers.
 Light: standard library only, so the runner can write the page without TensorFlow.
 """
 
@@ -26,6 +28,8 @@ from typing import Any
 logger = logging.getLogger(__name__)
 
 NOT_MEASURED = "not measured"
+#: The verdict of every measured claim in a quick report: its figures are shown, not judged.
+SMOKE_RUN = "smoke run"
 THUMBNAILS_DIR = "thumbnails"
 #: A code cell with this tag supplies its notebook's thumbnail; then the first cell calling the
 #: notebook's entry in THUMBNAIL_CALLS; then the notebook's first plot.
@@ -267,11 +271,12 @@ def _lookup(figures: Mapping[str, Mapping[str, Any]], name: str) -> tuple[str, A
 
 
 def read_claims(
-    figures: Mapping[str, Mapping[str, Any]], anchors: Mapping[str, str] | None = None
+    figures: Mapping[str, Mapping[str, Any]], anchors: Mapping[str, str] | None = None, *, quick: bool = False
 ) -> list[dict[str, Any]]:
     """Each claim with this run's text, verdict, the keys it read and the link to its notebook section.
 
-    ``anchors`` maps a notebook name to its HTML file; without one the claim links nowhere.
+    ``anchors`` maps a notebook name to its HTML file; without one the claim links nowhere. In a quick
+    run (``quick``) a measured claim's verdict is SMOKE_RUN: the verdict rules are not applied.
     """
     rows = []
     for claim in CLAIMS:
@@ -288,7 +293,8 @@ def read_claims(
             values = {name: figure(figures, name) for name in reading.needs}
             if any(v is None for v in values.values()) or not reading.when(values):
                 continue
-            row.update(measured=reading.text.format(**values), verdict=reading.verdict(values))
+            verdict = SMOKE_RUN if quick else reading.verdict(values)
+            row.update(measured=reading.text.format(**values), verdict=verdict)
             row["figures"] = {name: _lookup(figures, name)[0] for name in reading.needs}
             break
         rows.append(row)
@@ -415,8 +421,12 @@ def render(
     notebooks: Sequence[Mapping[str, Any]],
     env: Mapping[str, Any],
     data_dir: str,
+    quick: bool = False,
 ) -> str:
-    """The front page's HTML: claims table, notebook thumbnails, environment, raw figures folded away."""
+    """The front page's HTML: claims table, notebook thumbnails, environment, raw figures folded away.
+
+    A quick run's page says once, above the claims, that its figures are not judged.
+    """
     claim_rows = "\n".join(_claim_row(c) for c in claims)
     cards = "\n".join(_notebook_card(n) for n in notebooks)
     env_rows = "".join(
@@ -428,6 +438,7 @@ def render(
         mode=html.escape(str(env.get("mode", ""))),
         date=html.escape(str(env.get("date", ""))),
         data=html.escape(data_dir),
+        note=_SMOKE_NOTE if quick else "",
         claims=claim_rows,
         cards=cards,
         env=env_rows,
@@ -481,6 +492,13 @@ def _fmt(value: Any) -> str:
     return str(value)
 
 
+#: Said once on a quick report's page, above the claims.
+_SMOKE_NOTE = (
+    '<p class="smoke">Quick mode: every figure below comes from a smoke run (few images, an epoch or two, '
+    "short timings), so quick-mode figures are not judged: each measured claim reads "
+    f'"{SMOKE_RUN}". The verdicts come from the full report (<code>make report</code>).</p>\n'
+)
+
 _PAGE = """<!doctype html>
 <html lang="en"><head><meta charset="utf-8"><title>sprint 2, reproduced</title>
 <style>
@@ -489,7 +507,8 @@ table {{ border-collapse: collapse; width: 100%; }}
 th, td {{ border-bottom: 1px solid #ddd; padding: .45rem; text-align: left; vertical-align: top; }}
 td.verdict {{ font-weight: bold; white-space: nowrap; }}
 .met {{ color: #1a7f37; }} .partial {{ color: #9a6700; }} .missed {{ color: #cf222e; }}
-.not-measured {{ color: #888; }}
+.not-measured, .smoke-run {{ color: #888; }}
+p.smoke {{ background: #fff8c5; border: 1px solid #d4a72c; padding: .5rem .75rem; }}
 .cards {{ display: flex; flex-wrap: wrap; gap: 1rem; }}
 figure.notebook {{ margin: 0; width: 15rem; }} figure.notebook img {{ width: 15rem; border: 1px solid #ddd; }}
 figure.failed figcaption {{ color: #cf222e; }} figure.not-run {{ color: #888; }}
@@ -500,7 +519,7 @@ figure.failed figcaption {{ color: #cf222e; }} figure.not-run {{ color: #888; }}
 <h1>Sprint 2, reproduced</h1>
 <p>Mode: {mode}. Written {date}. Data: <code>{data}</code>.</p>
 <h2>The sprint's claims, measured</h2>
-<table class="claims"><thead><tr><th>Claim</th><th>Original sprint</th><th>This run</th><th>Verdict</th>
+{note}<table class="claims"><thead><tr><th>Claim</th><th>Original sprint</th><th>This run</th><th>Verdict</th>
 <th>Shown in</th></tr></thead>
 <tbody>
 {claims}

@@ -8,16 +8,23 @@ hides every native error too; ``TF_ENABLE_ONEDNN_OPTS=0`` would change the arith
 absl's and gRPC's variables change none of them. So the kernel's descriptor 2 is passed through a line
 filter that drops exactly these lines, and the converter's notices that a reader cannot act on
 (:data:`CONVERSION_NOISE`). Python's warnings do not use descriptor 2 in a kernel.
-Standard library only: this runs before TensorFlow is imported.
+A command (``sprint2 train ...``, :func:`filter_process_stderr`) filters in a forked child instead of a
+thread, so the lines a crashing process writes last still arrive, and Python's own stderr bypasses the
+filter. Standard library only: this runs before TensorFlow is imported.
 """
 
 from __future__ import annotations
 
+import atexit
 import logging
 import os
 import re
 import select
+import signal
+import sys
 import threading
+import time
+from typing import NoReturn
 
 logger = logging.getLogger(__name__)
 
@@ -45,9 +52,12 @@ CONVERSION_NOISE: tuple[re.Pattern[str], ...] = (
 
 #: A partial line waits this long for its end before it is written as it is (prompts, progress bars).
 PARTIAL_LINE_WAIT_S = 0.2
+#: At exit a command waits at most this long for the filter process to write the lines it still holds.
+EXIT_WAIT_S = 2.0
 
 _lock = threading.Lock()
 _installed_fd: int | None = None
+_filter_pid: int | None = None
 
 
 def is_notice(line: str) -> bool:
@@ -78,6 +88,79 @@ def filter_native_stderr(fd: int = 2) -> bool:
         ).start()
         _installed_fd = fd
         return True
+
+
+def filter_process_stderr() -> bool:
+    """Drop the start-up notices from this process's descriptor 2 in a forked filter process; once.
+
+    For a command-line process, called before TensorFlow is imported. Native writers (TensorFlow's C++,
+    child processes) write to descriptor 2, which becomes a pipe to the filter; the filter is a process,
+    not a thread, so it still writes the last lines of a process that aborts. ``sys.stderr`` is reopened
+    on the original stderr, so Python's logging, warnings, tracebacks and progress bars bypass the
+    filter: they are written at once and still see a terminal. At exit descriptor 2 is restored and the
+    filter given :data:`EXIT_WAIT_S` to write what is left. Returns True when the filter is in place,
+    False where it cannot be (no ``os.fork``, descriptor 2 closed).
+    """
+    global _filter_pid
+    with _lock:
+        if _filter_pid is not None:
+            return True
+        if not hasattr(os, "fork"):
+            return False
+        try:
+            target = os.dup(2)
+        except OSError as exc:
+            logger.debug("descriptor 2 not filtered: %s", exc)
+            return False
+        read_end, write_end = os.pipe()
+        for stream in (sys.stdout, sys.stderr):  # nothing buffered is written twice
+            stream.flush()
+        pid = os.fork()
+        if pid == 0:
+            _run_filter(read_end, write_end, target)
+        os.close(read_end)
+        os.dup2(write_end, 2)
+        os.close(write_end)
+        _filter_pid = pid
+        sys.stderr = os.fdopen(
+            target,
+            "w",
+            buffering=1,
+            encoding=getattr(sys.stderr, "encoding", None),
+            errors="backslashreplace",
+        )
+        atexit.register(_end_filter, os.getpid(), pid, target)
+        return True
+
+
+def _run_filter(read_end: int, write_end: int, target: int) -> NoReturn:
+    """The forked filter: pump until every writer has closed the pipe, then leave without clean-up."""
+    try:
+        signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C stops the command; its last lines still pass
+        os.close(write_end)
+        os.closerange(0, 2)  # stdin and stdout stay the command's alone (a pipe reader sees its end)
+        _pump(read_end, target)
+    finally:
+        os._exit(0)
+
+
+def _end_filter(owner: int, pid: int, target: int) -> None:
+    """At exit: descriptor 2 back on the original stderr, then wait for the filter to write what it holds.
+
+    Child processes that still hold the pipe keep the filter alive; it ends on its own after them.
+    """
+    if os.getpid() != owner:  # a forked child that exits normally must not touch the filter
+        return
+    sys.stderr.flush()
+    os.dup2(target, 2)  # closes this process's end of the pipe
+    deadline = time.monotonic() + EXIT_WAIT_S
+    while time.monotonic() < deadline:
+        try:
+            if os.waitpid(pid, os.WNOHANG)[0]:
+                return
+        except ChildProcessError:  # reaped already
+            return
+        time.sleep(0.01)
 
 
 def _pump(read_end: int, target: int) -> None:

@@ -218,12 +218,17 @@ def _render_html(executed: Path) -> str:
 
 
 def write_index(out: Path, runs: list[NotebookRun], *, quick: bool, data_dir: Path) -> Path:
-    """Write the front page ``index.html`` and ``index.json`` (claims, environment, every figure)."""
+    """Write the front page ``index.html`` and ``index.json`` (claims, environment, every figure).
+
+    ``quick`` is the mode every notebook ran in (run_report passes it to them as a parameter): a quick
+    run's claims show their figures unjudged (:data:`frontpage.SMOKE_RUN`).
+    """
     figures = {run.name: run.figures for run in runs}
-    claims = frontpage.read_claims(figures, frontpage.claim_links(out, {r.name: r.html for r in runs}))
+    links = frontpage.claim_links(out, {r.name: r.html for r in runs})
+    claims = frontpage.read_claims(figures, links, quick=quick)
     env = frontpage.environment(figures, quick=quick, seeds=_seeds(runs, quick))
     notebooks = [asdict(r) for r in runs]
-    page = frontpage.render(claims=claims, notebooks=notebooks, env=env, data_dir=str(data_dir))
+    page = frontpage.render(claims=claims, notebooks=notebooks, env=env, data_dir=str(data_dir), quick=quick)
     (out / "index.html").write_text(page, encoding="utf-8")
     summary = {
         "quick": quick,
@@ -234,27 +239,6 @@ def write_index(out: Path, runs: list[NotebookRun], *, quick: bool, data_dir: Pa
     }
     (out / "index.json").write_text(json.dumps(summary, indent=2, default=_jsonable))
     return out / "index.html"
-
-
-def rewrite_index(out_dir: str | Path) -> Path:
-    """Write the front page of an earlier run again from its folder (after a change to the claims, say).
-
-    Statuses and durations come from its ``index.json``; figures and thumbnails are read afresh.
-    """
-    out = Path(out_dir).resolve()
-    index = out / "index.json"
-    if not index.is_file():
-        raise ReportError(f"{index}: no report index here")
-    summary = json.loads(index.read_text())
-    fields = {f for f in NotebookRun.__dataclass_fields__ if f not in ("figures", "thumbnail")}
-    runs = []
-    for entry in summary["notebooks"]:
-        run = NotebookRun(**{k: v for k, v in entry.items() if k in fields})
-        run.figures = _read_figures(_figures_path(out, run.name))
-        if run.notebook:
-            run.thumbnail = frontpage.extract_thumbnail(out / run.notebook, out / frontpage.THUMBNAILS_DIR)
-        runs.append(run)
-    return write_index(out, runs, quick=bool(summary["quick"]), data_dir=Path(summary["data_dir"]))
 
 
 def _seeds(runs: list[NotebookRun], quick: bool) -> list[Any]:

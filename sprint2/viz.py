@@ -1,4 +1,4 @@
-"""Boxes and figures for the notebooks: OpenCV draws the pixels, matplotlib makes the figures.
+"""Figures for the notebooks: sprint2.drawing draws the boxes on the pixels, matplotlib lays out the figures.
 
 Every picture in the report comes from here so notebooks only call functions. Figures are made with
 pyplot and closed at once: Jupyter still shows a returned figure (once), and nothing piles up in memory.
@@ -6,10 +6,10 @@ pyplot and closed at once: Jupyter still shows a returned figure (once), and not
 
 from __future__ import annotations
 
-import colorsys
 import logging
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
+from pathlib import Path
 from typing import Any
 
 import cv2
@@ -18,241 +18,21 @@ import numpy as np
 from matplotlib import colormaps
 from matplotlib.figure import Figure
 
+from sprint2.drawing import (
+    Label,
+    add_footer,
+    as_boxes,
+    as_rgb_uint8,
+    class_colors,
+    class_name,
+    draw_boxes,
+    enlarge,
+)
+from sprint2.images import resize_image, transform_boxes
+
 logger = logging.getLogger(__name__)
 
-RGB = tuple[int, int, int]
-Label = str | int | np.integer
-
-_FONT = cv2.FONT_HERSHEY_SIMPLEX
-_DEFAULT_COLOR: RGB = (31, 119, 180)  # tab10 blue, for boxes without a class
 _GOOD, _BAD = "#1a7f37", "#c62828"  # title colours for right / wrong predictions
-
-
-# ----------------------------------------------------------------------------------------------- colours
-def class_colors(class_names: Iterable[str]) -> dict[str, RGB]:
-    """A stable, distinct RGB colour per class, fixed by its index in the sorted names (not the input order).
-
-    The first 10 are tab10, the next 10 tab20's light tints; beyond 20 the palette repeats, alternately
-    darkened and lightened further each round, so colours stay distinct for any realistic class count.
-    """
-    tab20 = colormaps["tab20"].colors
-    palette = list(tab20[0::2]) + list(tab20[1::2])  # strong hues first, then their tints
-    colors: dict[str, RGB] = {}
-    for i, name in enumerate(sorted(set(class_names))):
-        r, g, b = palette[i % len(palette)]
-        rnd = i // len(palette)
-        if rnd:
-            hue, light, sat = colorsys.rgb_to_hls(r, g, b)
-            shift = 0.6 ** ((rnd + 1) // 2)  # 0.6, 0.6, 0.36, 0.36, ... of the distance kept
-            light = light * shift if rnd % 2 else 1 - (1 - light) * shift  # odd rounds darker, even lighter
-            r, g, b = colorsys.hls_to_rgb(hue, light, sat)
-        colors[name] = (round(r * 255), round(g * 255), round(b * 255))
-    return colors
-
-
-def text_color_for(color: RGB) -> RGB:
-    """Black or white, whichever contrasts more with `color` (WCAG relative luminance): readable labels."""
-    channels = np.asarray(color, dtype=np.float64) / 255.0
-    linear = np.where(channels <= 0.04045, channels / 12.92, ((channels + 0.055) / 1.055) ** 2.4)
-    luminance = float(linear @ np.array([0.2126, 0.7152, 0.0722]))
-    # contrast with black is (L+0.05)/0.05, with white 1.05/(L+0.05); they are equal at L ~= 0.179
-    return (0, 0, 0) if luminance > 0.179 else (255, 255, 255)
-
-
-# ----------------------------------------------------------------------------------------------- pixels
-def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    """A fresh contiguous uint8 (H, W, 3) copy of `image` (gray, one channel or floats in [0, 1] accepted)."""
-    img = np.asarray(image)
-    if img.ndim == 3 and img.shape[2] == 1:
-        img = img[:, :, 0]
-    if img.ndim == 2:
-        img = np.stack([img] * 3, axis=-1)
-    if img.ndim != 3 or img.shape[2] != 3:
-        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {img.shape}")
-    if img.dtype != np.uint8:
-        if np.issubdtype(img.dtype, np.floating) and img.size and float(np.nanmax(img)) <= 1.0:
-            img = img * 255.0
-        img = np.clip(np.nan_to_num(img), 0, 255).round().astype(np.uint8)
-    return np.ascontiguousarray(img).copy()
-
-
-def _as_boxes(boxes: np.ndarray | Sequence[float] | Sequence[Sequence[float]]) -> np.ndarray:
-    """Boxes as a float64 (k, 4) array; a single box of 4 numbers is accepted."""
-    arr = np.asarray(boxes, dtype=np.float64)
-    if arr.size == 0:
-        return arr.reshape(0, 4)
-    if arr.ndim == 1 and arr.shape[0] == 4:
-        arr = arr[None, :]
-    if arr.ndim != 2 or arr.shape[1] != 4:
-        raise ValueError(f"expected boxes of shape (k, 4) as xmin, ymin, xmax, ymax; got {arr.shape}")
-    return arr
-
-
-def _style(shape: tuple[int, ...]) -> tuple[int, float, int]:
-    """Line thickness, font scale and text thickness for an image, so a box looks alike at any resolution."""
-    side = max(shape[0], shape[1])
-    thickness = max(1, round(side / 250))
-    font_scale = max(0.35, side / 800)
-    return thickness, font_scale, 1 if font_scale < 0.9 else 2
-
-
-def _name_of(label: Label, class_names: Sequence[str] | None) -> str:
-    """A class name from a name or an index into `class_names` (LoadedDataset.labels holds indices)."""
-    if isinstance(label, (int, np.integer)) and not isinstance(label, bool):
-        if class_names is None:
-            return str(int(label))
-        return class_names[int(label)]
-    return str(label)
-
-
-def _dashed_rectangle(
-    img: np.ndarray, p1: tuple[int, int], p2: tuple[int, int], color: RGB, thickness: int
-) -> None:
-    """Draw a dashed rectangle in place; dashes scale with the line thickness and always cover the corners."""
-    dash = max(4, 4 * thickness)
-    (x1, y1), (x2, y2) = p1, p2
-    for a, b in (((x1, y1), (x2, y1)), ((x2, y1), (x2, y2)), ((x2, y2), (x1, y2)), ((x1, y2), (x1, y1))):
-        length = max(abs(b[0] - a[0]), abs(b[1] - a[1]))
-        for start in range(0, length + 1, 2 * dash):
-            end = min(start + dash, length)
-            t0, t1 = start / max(length, 1), end / max(length, 1)
-            q0 = (round(a[0] + (b[0] - a[0]) * t0), round(a[1] + (b[1] - a[1]) * t0))
-            q1 = (round(a[0] + (b[0] - a[0]) * t1), round(a[1] + (b[1] - a[1]) * t1))
-            cv2.line(img, q0, q1, color, thickness, cv2.LINE_8)
-
-
-def _draw_label(img: np.ndarray, text: str, box: Sequence[int], color: RGB, where: str = "top") -> None:
-    """Write `text` on a filled patch of `color` at the box's top-left (or bottom-left), in place.
-
-    The patch sits outside the box when there is room and flips inside at the image edge; it is shifted
-    left when it would run off the right side, so labels stay inside the image.
-    """
-    height, width = img.shape[:2]
-    _, scale, text_thickness = _style(img.shape)
-    (tw, th), baseline = cv2.getTextSize(text, _FONT, scale, text_thickness)
-    pad = max(1, round(th * 0.25))
-    lw, lh = tw + 2 * pad, th + baseline + 2 * pad
-    x1, y1, _, y2 = box
-    if where == "top":
-        top = y1 - lh if y1 - lh >= 0 else y1
-    else:
-        top = y2 + 1 if y2 + 1 + lh <= height else y2 - lh
-    top = min(max(top, 0), max(height - lh, 0))
-    left = min(max(x1, 0), max(width - lw, 0))
-    cv2.rectangle(img, (left, top), (left + lw - 1, top + lh - 1), color, cv2.FILLED)
-    origin = (left + pad, top + pad + th)
-    cv2.putText(img, text, origin, _FONT, scale, text_color_for(color), text_thickness, cv2.LINE_AA)
-
-
-def _pixel_box(box: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int]:
-    """Float box -> integer corners clipped to the image; halves round up (np.rint: 2.5 -> 2, 3.5 -> 4)."""
-    corners = np.floor(np.asarray(box, dtype=np.float64) + 0.5).astype(np.int64)
-    corners[[0, 2]] = np.clip(corners[[0, 2]], 0, shape[1] - 1)
-    corners[[1, 3]] = np.clip(corners[[1, 3]], 0, shape[0] - 1)
-    x1, y1, x2, y2 = (int(v) for v in corners)
-    return x1, y1, x2, y2
-
-
-def draw_boxes(
-    image_rgb: np.ndarray,
-    boxes: np.ndarray,
-    labels: Sequence[Label] | None = None,
-    *,
-    colors: Mapping[str, RGB] | RGB | None = None,
-    scores: Sequence[float] | None = None,
-    thickness: int | None = None,
-    dashed: bool = False,
-    class_names: Sequence[str] | None = None,
-    label_position: str = "top",
-) -> np.ndarray:
-    """Return a new uint8 RGB image with the boxes (xmin, ymin, xmax, ymax in pixels) and readable labels.
-
-    `labels` are names or indices into `class_names`; `colors` is a class->RGB mapping or one RGB for
-    all boxes (default: class_colors of `class_names`, else of the labels given). Labels go above the
-    box ("top") or below it ("bottom"). Rectangles are drawn first and labels last, so no box line
-    crosses a label. The input image is never modified.
-    """
-    img = _as_rgb_uint8(image_rgb)
-    arr = _as_boxes(boxes)
-    if labels is not None and len(labels) != len(arr):
-        raise ValueError(f"{len(arr)} boxes but {len(labels)} labels")
-    if scores is not None and len(scores) != len(arr):
-        raise ValueError(f"{len(arr)} boxes but {len(scores)} scores")
-    names = [_name_of(label, class_names) for label in labels] if labels is not None else None
-    if colors is None:
-        colors = class_colors(class_names if class_names is not None else (names or []))
-    line = thickness if thickness is not None else _style(img.shape)[0]
-
-    def color_of(i: int) -> RGB:
-        if not isinstance(colors, Mapping):
-            return tuple(int(c) for c in colors)  # type: ignore[return-value]
-        if names is None:
-            return _DEFAULT_COLOR
-        return colors.get(names[i], _DEFAULT_COLOR)
-
-    corners = [_pixel_box(box, img.shape) for box in arr]
-    for i, (x1, y1, x2, y2) in enumerate(corners):
-        if dashed:
-            _dashed_rectangle(img, (x1, y1), (x2, y2), color_of(i), line)
-        else:
-            cv2.rectangle(img, (x1, y1), (x2, y2), color_of(i), line, cv2.LINE_8)
-    for i, box in enumerate(corners):
-        parts = [names[i]] if names is not None else []
-        if scores is not None:
-            parts.append(f"{scores[i]:.2f}")
-        if parts:
-            _draw_label(img, " ".join(parts), box, color_of(i), where=label_position)
-    return img
-
-
-def draw_gt_vs_pred(
-    image: np.ndarray,
-    gt_box: np.ndarray,
-    gt_label: Label,
-    pred_box: np.ndarray,
-    pred_label: Label,
-    iou: float,
-    *,
-    pred_score: float | None = None,
-    class_names: Sequence[str],
-) -> np.ndarray:
-    """One image with the ground truth (solid, label above), the prediction (dashed, label below), the IoU.
-
-    Each box takes its class colour, so a wrong class shows at a glance. The IoU goes in a dark strip
-    added under the image (output is taller than the input), so it never hides a box or a label.
-    """
-    colors = class_colors(class_names)
-    gt_name, pred_name = _name_of(gt_label, class_names), _name_of(pred_label, class_names)
-    gt_color, pred_color = colors.get(gt_name, _DEFAULT_COLOR), colors.get(pred_name, _DEFAULT_COLOR)
-    # both lines first, then both labels, so neither box's line runs through a label
-    out = draw_boxes(image, pred_box, colors=pred_color, dashed=True)
-    out = draw_boxes(out, gt_box, [f"GT {gt_name}"], colors=gt_color)
-    pred_text = f"pred {pred_name}" + ("" if pred_score is None else f" {pred_score:.2f}")
-    _draw_label(out, pred_text, _pixel_box(_as_boxes(pred_box)[0], out.shape), pred_color, where="bottom")
-    return _add_footer(out, f"IoU {iou:.2f}   GT solid, pred dashed")
-
-
-def _add_footer(img: np.ndarray, text: str) -> np.ndarray:
-    """`img` with a dark strip below it holding `text` in white, sized like the box labels."""
-    _, scale, text_thickness = _style(img.shape)
-    (_, th), baseline = cv2.getTextSize(text, _FONT, scale, text_thickness)
-    pad = max(2, round(th * 0.4))
-    strip = np.full((th + baseline + 2 * pad, img.shape[1], 3), 30, dtype=np.uint8)
-    cv2.putText(strip, text, (pad, pad + th), _FONT, scale, (255, 255, 255), text_thickness, cv2.LINE_AA)
-    return np.concatenate([img, strip], axis=0)
-
-
-def _for_display(image: np.ndarray, *box_sets: np.ndarray, min_side: int = 384) -> tuple[np.ndarray, ...]:
-    """A small image upscaled by a whole factor (nearest neighbour: pixels stay visible), each box set too.
-
-    Text drawn on a 128 px image is a blur of blocks once matplotlib enlarges it; drawing after the
-    upscale keeps labels sharp while the image content stays the small one.
-    """
-    side = max(image.shape[0], image.shape[1])
-    factor = math.ceil(min_side / side) if side < min_side else 1
-    if factor > 1:
-        image = cv2.resize(_as_rgb_uint8(image), None, fx=factor, fy=factor, interpolation=cv2.INTER_NEAREST)
-    return image, *(_as_boxes(boxes) * factor for boxes in box_sets)
 
 
 # ----------------------------------------------------------------------------------------------- figures
@@ -319,30 +99,32 @@ def show_grid(
         )
     colors = class_colors(class_names)
     drawn = [
-        draw_boxes(*_for_display(img, boxes), list(labels), colors=colors, class_names=class_names)
+        draw_boxes(*enlarge(img, boxes), list(labels), colors=colors, class_names=class_names)
         for img, boxes, labels in zip(images, boxes_per_image, labels_per_image)
     ]
     return _image_grid(drawn, titles, ncols=ncols, figsize=figsize)
 
 
 def plot_before_after_resize(
-    original_image: np.ndarray,
-    original_boxes: np.ndarray,
-    resized_image: np.ndarray,
-    resized_boxes: np.ndarray,
+    image: np.ndarray,
+    boxes: np.ndarray,
     labels: Sequence[Label],
     class_names: Sequence[str],
+    *,
+    size: int | tuple[int, int],
+    mode: str = "stretch",
 ) -> Figure:
-    """The same sample before and after resizing, side by side with their shapes: the boxes must still fit."""
-    titles = [f"original {w}x{h} px" for h, w in [original_image.shape[:2]]]
-    titles += [f"resized {w}x{h} px" for h, w in [resized_image.shape[:2]]]
+    """An image and its boxes before and after resize_image + transform_boxes to `size` by `mode`
+    ("stretch" or "letterbox"), side by side with their shapes: the boxes must still fit the pixels."""
+    resized, how = resize_image(image, size, mode=mode)
+    shapes = [("original", image.shape), (f"resized ({mode})", resized.shape)]
     return show_grid(
-        [original_image, resized_image],
-        [original_boxes, resized_boxes],
+        [image, resized],
+        [boxes, transform_boxes(boxes, how)],
         [labels, labels],
         class_names=class_names,
         ncols=2,
-        titles=titles,
+        titles=[f"{name} {shape[1]}x{shape[0]} px" for name, shape in shapes],
         figsize=(9, 4.2),
     )
 
@@ -361,56 +143,32 @@ def plot_class_histogram(counts: Mapping[str, int], *, title: str = "objects per
     return fig
 
 
-def _flatten_boxes(
-    boxes: Sequence[np.ndarray] | np.ndarray,
-    labels: Sequence | np.ndarray,
+def plot_box_size_distribution(
+    boxes: Sequence[np.ndarray],
+    labels: Sequence[Sequence[Label]],
     class_names: Sequence[str],
-    image_sizes: Sequence[tuple[int, int]] | tuple[int, int] | None,
-) -> tuple[np.ndarray, list[str], np.ndarray | None]:
-    """All boxes as one (n, 4) array, their class names and, when sizes are given, each box's image (h, w)."""
-    if isinstance(boxes, np.ndarray) and boxes.ndim == 2:
-        boxes, labels = [boxes], [labels]
-        if image_sizes is not None and np.ndim(image_sizes) == 1:
-            image_sizes = [image_sizes]
-    elif image_sizes is not None and np.ndim(image_sizes) == 1:
-        image_sizes = [image_sizes] * len(boxes)  # one size shared by all images (a resized dataset)
-    per_image = [_as_boxes(b) for b in boxes]
+    image_sizes: tuple[int, int] | None = None,
+) -> Figure:
+    """Box width vs height, size (sqrt of area) and aspect ratio per class, in three axes, from the boxes
+    and labels of each image; sizes are fractions of the image when image_sizes gives the (h, w) of
+    every image (a loaded dataset's size). Boxes with no width or height are left out (and logged)."""
+    per_image = [as_boxes(b) for b in boxes]
     if len(labels) != len(per_image) or any(len(lab) != len(b) for lab, b in zip(labels, per_image)):
         raise ValueError("boxes and labels differ in length")
-    flat = np.concatenate(per_image) if per_image else np.zeros((0, 4))
-    names = [_name_of(label, class_names) for lab in labels for label in lab]
-    if image_sizes is None:
-        return flat, names, None
-    per_box = [
-        np.tile(np.asarray(hw, dtype=np.float64)[:2], (len(b), 1)) for hw, b in zip(image_sizes, per_image)
-    ]
-    return flat, names, np.concatenate(per_box) if per_box else np.zeros((0, 2))
-
-
-def plot_box_size_distribution(
-    boxes: Sequence[np.ndarray] | np.ndarray,
-    labels: Sequence | np.ndarray,
-    class_names: Sequence[str],
-    image_sizes: Sequence[tuple[int, int]] | tuple[int, int] | None = None,
-) -> Figure:
-    """Box width vs height, size (sqrt of area) and aspect ratio per class, in three axes.
-
-    Sizes are fractions of the image when `image_sizes` gives (h, w) per image (or one (h, w) for all).
-    Boxes with zero or negative width or height are left out (and counted in the log).
-    """
-    flat, names, sizes = _flatten_boxes(boxes, labels, class_names, image_sizes)
+    flat = np.concatenate(per_image or [np.zeros((0, 4))])
+    names = np.array([class_name(label, class_names) for lab in labels for label in lab], dtype=object)
     w, h = flat[:, 2] - flat[:, 0], flat[:, 3] - flat[:, 1]
     ok = (w > 0) & (h > 0)
     if not ok.all():
         logger.warning("leaving out %d degenerate boxes (width or height <= 0)", int((~ok).sum()))
-    if sizes is not None:
-        w, h = w / sizes[:, 1], h / sizes[:, 0]
-    unit = "fraction of image" if sizes is not None else "px"
+    if image_sizes is not None:
+        w, h = w / image_sizes[1], h / image_sizes[0]
+    unit = "fraction of image" if image_sizes is not None else "px"
     colors = class_colors(class_names)
     fig = _new_figure((13, 3.8))
     ax_wh, ax_size, ax_ar = fig.subplots(1, 3)
     present = [c for c in sorted(class_names) if c in set(names)]
-    per_class = {c: ok & (np.array(names) == c) for c in present}
+    per_class = {c: ok & (names == c) for c in present}
     rgb = [np.array(colors[c]) / 255 for c in present]
     for c, color in zip(present, rgb):
         ax_wh.scatter(w[per_class[c]], h[per_class[c]], s=8, alpha=0.6, color=color, label=c)
@@ -423,48 +181,6 @@ def plot_box_size_distribution(
     ax_size.set(xlabel=f"sqrt(area) ({unit})", ylabel="boxes", title="box size")
     ax_ar.set(xlabel="log2(width / height)", ylabel="boxes", title="aspect ratio (0 = square)")
     return fig
-
-
-def plot_gt_vs_pred_grid(
-    images: Sequence[np.ndarray] | np.ndarray,
-    gt_boxes: Sequence[np.ndarray] | np.ndarray,
-    gt_labels: Sequence[Label],
-    pred_boxes: Sequence[np.ndarray] | np.ndarray,
-    pred_labels: Sequence[Label],
-    ious: Sequence[float],
-    class_names: Sequence[str],
-    ncols: int = 4,
-    pred_scores: Sequence[float] | None = None,
-    title: str | None = None,
-) -> Figure:
-    """Ground truth vs prediction for several images (e.g. best and worst cases).
-
-    A title is green when the class is right and IoU >= 0.5, else red.
-    """
-    n = len(images)
-    if not all(len(x) == n for x in (gt_boxes, gt_labels, pred_boxes, pred_labels, ious)):
-        raise ValueError("images, boxes, labels and ious must all have the same length")
-    drawn, titles, title_colors = [], [], []
-    for i in range(n):
-        score = None if pred_scores is None else float(pred_scores[i])
-        image, gt_box, pred_box = _for_display(images[i], gt_boxes[i], pred_boxes[i])
-        iou = float(ious[i])
-        picture = draw_gt_vs_pred(
-            image,
-            gt_box,
-            gt_labels[i],
-            pred_box,
-            pred_labels[i],
-            iou,
-            pred_score=score,
-            class_names=class_names,
-        )
-        drawn.append(picture)
-        gt_name, pred_name = _name_of(gt_labels[i], class_names), _name_of(pred_labels[i], class_names)
-        hit = gt_name == pred_name and iou >= 0.5
-        titles.append(f"{gt_name} -> {pred_name}, IoU {iou:.2f}")
-        title_colors.append(_GOOD if hit else _BAD)
-    return _image_grid(drawn, titles, ncols=ncols, figsize=None, title_colors=title_colors, suptitle=title)
 
 
 # ----------------------------------------------------------------------------------------------- charts
@@ -486,13 +202,13 @@ def plot_bar(values: Mapping[str, float], *, ylabel: str, title: str, annotate: 
 
 
 def plot_history(
-    history: Sequence[Mapping[str, float]] | Mapping[str, Sequence[float]],
+    history: Sequence[Mapping[str, float]],
     keys: Sequence[str] = ("loss", "val_loss"),
+    *,
+    title: str = "training history",
+    ylim: tuple[float, float] | None = None,
 ) -> Figure:
-    """Training curves per epoch from a list of per-epoch dicts (or Keras' History.history dict of lists)."""
-    if isinstance(history, Mapping):
-        epochs = max((len(v) for v in history.values()), default=0)
-        history = [{k: v[i] for k, v in history.items() if i < len(v)} for i in range(epochs)]
+    """Training curves per epoch from a list of per-epoch dicts (read_history's rows); missing values gap."""
     present = [k for k in keys if any(k in epoch for epoch in history)]
     if not present:
         raise ValueError(f"none of {list(keys)} in the history")
@@ -501,7 +217,7 @@ def plot_history(
     x = np.arange(1, len(history) + 1)
     for key in present:
         ax.plot(x, [float(epoch.get(key, np.nan)) for epoch in history], marker="o", markersize=3, label=key)
-    ax.set(xlabel="epoch", title="training history")
+    ax.set(xlabel="epoch", title=title, ylim=ylim)
     ax.legend()
     ax.grid(alpha=0.3)
     return fig
@@ -564,71 +280,137 @@ def plot_projection(projection: Mapping[str, Any], feed_images_per_s: float | No
     return fig
 
 
-# ----------------------------------------------------------------------------------------------- detections
-# Multi-object detections are duck-typed: anything with .boxes (K, 4), .scores (K,) and .labels (K,) class
-# indices, such as sprint2.decode.Detections, so this module needs no detector code.
+# ------------------------------------------------------------------------------------- truth and predictions
+def _verdict(
+    truth: list[str], found: list[str], iou: float | None, errors: Sequence[int] | None
+) -> tuple[str, str]:
+    """An image's title and its colour: the classes and IoU (green for the right class at IoU >= 0.5), or the
+    TP / FP / FN counts (green without errors), or nothing."""
+    if iou is not None:
+        right = truth[:1] == found[:1] and iou >= 0.5
+        return f"{(truth or ['-'])[0]} -> {(found or ['-'])[0]}, IoU {iou:.2f}", _GOOD if right else _BAD
+    if errors is not None:
+        tp, fp, fn = (int(e) for e in errors)
+        return f"TP {tp}, FP {fp}, FN {fn}", _BAD if fp + fn else _GOOD
+    return "", "black"
 
 
-def plot_detection_pairs(
+def plot_gt_vs_pred_grid(
     images: Sequence[np.ndarray] | np.ndarray,
-    gt_boxes: Sequence[np.ndarray],
-    gt_labels: Sequence[Sequence[Label]],
-    detections: Sequence[Any],
+    gt_boxes: Sequence[np.ndarray] | np.ndarray,
+    gt_labels: Sequence[Any],
+    pred_boxes: Sequence[np.ndarray] | np.ndarray,
+    pred_labels: Sequence[Any],
+    ious: Sequence[float] | None,
     class_names: Sequence[str],
+    ncols: int = 4,
+    pred_scores: Sequence[Any] | None = None,
+    title: str | None = None,
     *,
     score_threshold: float = 0.0,
     errors: tuple[Sequence[int], Sequence[int], Sequence[int]] | None = None,
     names: Sequence[str] | None = None,
+    side_by_side: bool = False,
+) -> Figure:
+    """Ground truth (solid boxes, labels above) against predictions (dashed, labels below) per image.
+
+    Per image one box (4,) and one label, as a single-box model predicts, or (k, 4) boxes and k labels;
+    pred_scores per prediction (those under score_threshold are left out). Overlaid, with a key strip
+    under the image, or side by side (truth left, predictions right) for crowded images. The title
+    (after names[i]) gives the classes and IoU with ious, the TP / FP / FN counts with errors ((tp, fp,
+    fn) per image, metrics.image_errors), in green or red. ncols counts images; none gives a note.
+    """
+    n = len(images)
+    given = {"box sets": gt_boxes, "label sets": gt_labels, "predicted box sets": pred_boxes, "IoUs": ious}
+    given |= {"predicted label sets": pred_labels, "score sets": pred_scores, "names": names}
+    wrong = [f"{len(v)} {what}" for what, v in given.items() if v is not None and len(v) != n]
+    if wrong:
+        raise ValueError(f"{n} images but {', '.join(wrong)}")
+    if errors is not None and not all(len(e) == n for e in errors):
+        raise ValueError(f"errors must hold (tp, fp, fn) counts for each of the {n} images")
+    if not n:
+        fig = _new_figure((6, 1.2))
+        fig.text(0.5, 0.5, f"{title + ': ' if title else ''}no images to show", ha="center", va="center")
+        return fig
+    style = {"colors": class_colors(class_names), "class_names": class_names}
+    drawn, titles, title_colors = [], [], []
+    for i in range(n):
+        found = as_boxes(pred_boxes[i])
+        scores = None if pred_scores is None else np.atleast_1d(np.asarray(pred_scores[i], np.float64))
+        kept = np.ones(len(found), bool) if scores is None else scores >= score_threshold
+        truth_names = [class_name(v, class_names) for v in np.atleast_1d(gt_labels[i]).tolist()]
+        found_names = [class_name(v, class_names) for v in np.atleast_1d(pred_labels[i])[kept].tolist()]
+        image, truth, found = enlarge(images[i], gt_boxes[i], found[kept])
+        iou = None if ious is None else float(ious[i])
+        counts = None if errors is None else [e[i] for e in errors]
+        verdict, colour = _verdict(truth_names, found_names, iou, counts)
+        key = ("" if iou is None else f"IoU {iou:.2f}   ") + "GT solid, pred dashed"
+        shown = None if scores is None else scores[kept].tolist()
+        drawn += _panels(image, (truth, truth_names), (found, found_names, shown), side_by_side, key, style)
+        prefix = f"{names[i]}: " if names is not None else ""
+        if side_by_side:
+            titles += [f"{prefix}ground truth ({len(truth)})", f"detections ({len(found)})"]
+            titles[-1] += f": {verdict}" if verdict else ""
+        else:
+            titles.append(prefix + (verdict or f"ground truth ({len(truth)}), predictions ({len(found)})"))
+        title_colors += ["black", colour] if side_by_side else [colour]
+    per_row = ncols * (2 if side_by_side else 1)
+    return _image_grid(drawn, titles, ncols=per_row, figsize=None, title_colors=title_colors, suptitle=title)
+
+
+def _panels(
+    image: np.ndarray, truth: tuple, found: tuple, side_by_side: bool, key: str, style: Mapping[str, Any]
+) -> list[np.ndarray]:
+    """One image's panels: truth (boxes, names) beside the predictions (boxes, names, scores), or both on
+    the image with `key` in a strip under it, every line drawn before any label so none crosses a label."""
+    (truth_boxes, truth_names), (boxes, names, scores) = truth, found
+    dashed = {"scores": scores, "dashed": True, **style}
+    if side_by_side:
+        return [
+            draw_boxes(image, truth_boxes, truth_names, **style),
+            draw_boxes(image, boxes, names, **dashed),
+        ]
+    out = draw_boxes(image, boxes, names, label_position=None, **dashed)
+    out = draw_boxes(out, truth_boxes, truth_names, label_position=None, **style)
+    out = draw_boxes(out, truth_boxes, truth_names, lines=False, **style)
+    out = draw_boxes(out, boxes, names, lines=False, label_position="bottom", **dashed)
+    return [add_footer(out, key)]
+
+
+def plot_detection_gallery(
+    ds: Any,
+    detections: Sequence[Any],
+    idx: Sequence[int] | np.ndarray,
+    *,
+    score_threshold: float,
+    errors: Any = None,
     ncols: int = 2,
     title: str | None = None,
 ) -> Figure:
-    """Per image, the ground truth (left, solid boxes) beside the detections scoring >= score_threshold
-    (right, dashed boxes labelled with class and score), both in the class colours.
-
-    errors: per-image (tp, fp, fn) counts (metrics.image_errors) for the right panel's title, red when
-    the image has any false positive or miss; names: a title prefix per image. ncols counts pairs.
-    """
-    n = len(images)
-    if not len(gt_boxes) == len(gt_labels) == len(detections) == n:
-        raise ValueError(
-            f"{n} images, {len(gt_boxes)} box sets, {len(gt_labels)} label sets, {len(detections)} detections"
-        )
-    if errors is not None and not all(len(e) == n for e in errors):
-        raise ValueError(f"errors must hold (tp, fp, fn) counts for each of the {n} images")
-    if names is not None and len(names) != n:
-        raise ValueError(f"{len(names)} names for {n} images")
-    colors = class_colors(class_names)
-    drawn, titles, title_colors = [], [], []
-    for i in range(n):
-        det = detections[i]
-        kept = np.asarray(det.scores, np.float64) >= score_threshold
-        det_labels = [int(v) for v in np.asarray(det.labels)[kept]]
-        image, truth, found = _for_display(images[i], gt_boxes[i], np.asarray(det.boxes)[kept])
-        labels = list(gt_labels[i])
-        drawn.append(draw_boxes(image, truth, labels, colors=colors, class_names=class_names))
-        drawn.append(
-            draw_boxes(
-                image,
-                found,
-                det_labels,
-                colors=colors,
-                scores=[float(s) for s in np.asarray(det.scores)[kept]],
-                dashed=True,
-                class_names=class_names,
-            )
-        )
-        prefix = f"{names[i]}: " if names is not None else ""
-        titles.append(f"{prefix}ground truth ({len(labels)})")
-        result = f"detections ({len(det_labels)})"
-        bad = False
-        if errors is not None:
-            tp, fp, fn = (int(e[i]) for e in errors)
-            result += f": TP {tp}, FP {fp}, FN {fn}"
-            bad = fp + fn > 0
-        titles.append(result)
-        title_colors += ["black", _BAD if bad else _GOOD]
-    return _image_grid(
-        drawn, titles, ncols=2 * max(1, ncols), figsize=None, title_colors=title_colors, suptitle=title
+    """plot_gt_vs_pred_grid, side by side, for the images idx of a LoadedDataset and their detections
+    (anything with .boxes (K, 4), .scores and .labels, such as decode.Detections), named by file;
+    errors: metrics.ImageErrors (tp, fp, fn arrays over all images) or None."""
+    idx = [int(i) for i in np.asarray(idx, np.int64).reshape(-1)]
+    if len(detections) != len(ds.boxes):
+        raise ValueError(f"{len(detections)} detection sets for {len(ds.boxes)} images")
+    dets = [detections[i] for i in idx]
+    return plot_gt_vs_pred_grid(
+        np.asarray(ds.images)[idx],
+        [ds.boxes[i] for i in idx],
+        [ds.labels[i] for i in idx],
+        [d.boxes for d in dets],
+        [d.labels for d in dets],
+        None,
+        ds.class_names,
+        ncols,
+        [d.scores for d in dets],
+        title,
+        score_threshold=score_threshold,
+        errors=None
+        if errors is None
+        else tuple(np.asarray(e)[idx] for e in (errors.tp, errors.fp, errors.fn)),
+        names=[Path(ds.paths[i]).name for i in idx] if len(ds.paths) else [f"image {i}" for i in idx],
+        side_by_side=True,
     )
 
 
@@ -656,19 +438,11 @@ def plot_pr_curves(
         if score_threshold is not None:
             p, r = curve.at(score_threshold)
             if p is not None and r is not None:
-                ax.plot([r], [p], marker="o", color=color, markeredgecolor="black", linestyle="none")
+                ax.plot([r], [p], "o", color=color, markeredgecolor="black")
     if skipped:
         logger.info("no precision-recall curve for %s: no ground-truth boxes", ", ".join(skipped))
-    if score_threshold is not None:
-        ax.plot(
-            [],
-            [],
-            marker="o",
-            color="grey",
-            markeredgecolor="black",
-            linestyle="none",
-            label=f"score >= {score_threshold:.2f}",
-        )
+    if score_threshold is not None:  # one legend entry for the dots
+        ax.plot([], [], "o", color="grey", markeredgecolor="black", label=f"score >= {score_threshold:.2f}")
     ax.set(xlabel="recall", ylabel="precision", xlim=(0, 1.02), ylim=(0, 1.02), title=title)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=7, loc="lower left", ncols=2 if len(curves) > 6 else 1)
@@ -727,7 +501,7 @@ def plot_heatmaps(
     """
     if not heatmaps:
         raise ValueError("no heatmaps to show")
-    img = _as_rgb_uint8(image)
+    img = as_rgb_uint8(image)
     height, width = img.shape[:2]
     shown = img if boxes is None else draw_boxes(img, boxes, labels, class_names=class_names)
     grey = np.repeat(cv2.cvtColor(img, cv2.COLOR_RGB2GRAY)[..., None], 3, axis=-1)
@@ -751,13 +525,9 @@ def plot_heatmaps(
     return fig
 
 
-def plot_grouped_bars(
-    values: Mapping[str, Mapping[str, float | None]], *, ylabel: str, title: str, annotate: bool = True
-) -> Figure:
-    """Bars of several measures (inner keys) side by side for each group (outer keys, e.g. models).
-
-    A missing or None value leaves a gap, labelled "n/a" when annotating.
-    """
+def plot_grouped_bars(values: Mapping[str, Mapping[str, float | None]], *, ylabel: str, title: str) -> Figure:
+    """Bars of several measures (inner keys) side by side for each group (outer keys, e.g. models), each
+    labelled with its value; a missing or None value leaves a gap labelled "n/a"."""
     groups = list(values)
     series = list(dict.fromkeys(k for v in values.values() for k in v))
     if not groups or not series:
@@ -768,18 +538,10 @@ def plot_grouped_bars(
     width = 0.8 / len(series)
     x = np.arange(len(groups))
     for j, name in enumerate(series):
-        raw = [values[g].get(name) for g in groups]
-        heights = [np.nan if v is None else float(v) for v in raw]
-        bars = ax.bar(
-            x + (j - (len(series) - 1) / 2) * width,
-            np.nan_to_num(heights),
-            width,
-            label=name,
-            color=palette[j % 10],
-        )
-        if annotate:
-            texts = ["n/a" if np.isnan(h) else f"{h:.3g}" for h in heights]
-            ax.bar_label(bars, labels=texts, fontsize=7)
+        heights = [np.nan if values[g].get(name) is None else float(values[g][name]) for g in groups]
+        offset = x + (j - (len(series) - 1) / 2) * width
+        bars = ax.bar(offset, np.nan_to_num(heights), width, label=name, color=palette[j % 10])
+        ax.bar_label(bars, labels=["n/a" if np.isnan(h) else f"{h:.3g}" for h in heights], fontsize=7)
     ax.margins(y=0.12)
     ax.set_xticks(x, groups, rotation=20 if len(groups) > 3 else 0)
     ax.set(ylabel=ylabel, title=title)
@@ -787,71 +549,23 @@ def plot_grouped_bars(
     return fig
 
 
-def plot_detection_gallery(
-    ds: Any,
-    detections: Sequence[Any],
-    idx: Sequence[int] | np.ndarray,
-    *,
-    score_threshold: float,
-    errors: Any = None,
-    ncols: int = 2,
-    title: str | None = None,
-) -> Figure:
-    """plot_detection_pairs for the images idx of a LoadedDataset, named by file, with its per-image
-    detections and errors (metrics.ImageErrors: tp, fp, fn arrays over all images, or None).
-
-    With no images to show (idx empty, e.g. no image has an error) the figure says so in words.
-    """
-    from pathlib import Path
-
-    idx = [int(i) for i in np.asarray(idx, np.int64).reshape(-1)]
-    if len(detections) != len(ds.boxes):
-        raise ValueError(f"{len(detections)} detection sets for {len(ds.boxes)} images")
-    if not idx:
-        fig = _new_figure((6, 1.2))
-        fig.text(0.5, 0.5, f"{title + ': ' if title else ''}no images to show", ha="center", va="center")
-        return fig
-    counts = None if errors is None else tuple(np.asarray(e)[idx] for e in (errors.tp, errors.fp, errors.fn))
-    names = [Path(ds.paths[i]).name for i in idx] if len(ds.paths) else [f"image {i}" for i in idx]
-    return plot_detection_pairs(
-        np.asarray(ds.images)[idx],
-        [ds.boxes[i] for i in idx],
-        [ds.labels[i] for i in idx],
-        [detections[i] for i in idx],
-        ds.class_names,
-        score_threshold=score_threshold,
-        errors=counts,
-        names=names,
-        ncols=ncols,
-        title=title,
-    )
-
-
 def plot_accuracy_vs_latency(
-    rows: Sequence[Mapping[str, Any]],
-    *,
-    x: str = "latency_ms",
-    y: str = "map50",
-    xlabel: str = "ms per image (batch 1, median)",
-    ylabel: str = "mAP@0.5",
-    title: str = "accuracy against latency",
-    spread: str | None = "latency_spread",
+    rows: Sequence[Mapping[str, Any]], *, title: str = "accuracy against latency"
 ) -> Figure:
-    """One labelled point per row ({"name", x, y}); with `spread`, a bar of width x * spread around it."""
-    points = [r for r in rows if r.get(x) is not None and r.get(y) is not None]
+    """One labelled point per row ({"name", "latency_ms", "map50"}, rows missing either are left out), with a
+    bar of width latency_ms * latency_spread around it when the row has a spread."""
+    points = [r for r in rows if r.get("latency_ms") is not None and r.get("map50") is not None]
     if not points:
-        raise ValueError(f"no row has both {x!r} and {y!r}")
+        raise ValueError("no row has both 'latency_ms' and 'map50'")
     fig = _new_figure((6, 4))
     ax = fig.subplots()
     palette = colormaps["tab10"].colors
     for i, row in enumerate(points):
-        xv, yv = float(row[x]), float(row[y])
-        err = float(row[spread]) * xv / 2 if spread and row.get(spread) is not None else None
+        xv, yv, spread = float(row["latency_ms"]), float(row["map50"]), row.get("latency_spread")
+        err = None if spread is None else float(spread) * xv / 2
         ax.errorbar(xv, yv, xerr=err, fmt="o", color=palette[i % 10], capsize=3, label=str(row["name"]))
         ax.annotate(str(row["name"]), (xv, yv), textcoords="offset points", xytext=(5, 5), fontsize=8)
-    ax.set_xlabel(xlabel)
-    ax.set_ylabel(ylabel)
-    ax.set_title(title)
+    ax.set(xlabel="ms per image (batch 1, median)", ylabel="mAP@0.5", title=title)
     ax.margins(x=0.15, y=0.15)
     ax.grid(alpha=0.3)
     return fig

@@ -223,18 +223,17 @@ def test_target_rows_and_missed_targets() -> None:
     assert rows[2]["int8"] == "+1.0% met" and rows[3]["int8"] == "+0.050 MISSED"
     assert analysis.missed_targets(CHECK) == ["speedup vs Keras float", "mean IoU drop"]
     assert analysis.missed_targets(all_met) == []
-
-
-def test_prediction_changes() -> None:
-    ref_probs = _onehot([0, 1, 1])
-    ref_boxes = np.array([[0, 0, 10, 10], [5, 5, 20, 20], [0, 0, 4, 4]], np.float32)
-    boxes = ref_boxes + np.array([[0, 0, 0, 0.5], [3, -4, 0, 0], [0.5, 0, 0, 0]], np.float32)
-    changes = analysis.prediction_changes(ref_probs, ref_boxes, _onehot([0, 0, 1]), boxes)
-    np.testing.assert_allclose(changes.box_shift, [0.5, 4.0, 0.5])
-    assert changes.class_flips.tolist() == [False, True, False]
-    assert changes.most_moved(2).tolist() == [1, 0]  # the tie between 0 and 2 keeps image order
-    with pytest.raises(ValueError, match="differ in shape"):
-        analysis.prediction_changes(ref_probs, ref_boxes, ref_probs[:2], ref_boxes[:2])
+    detector = {
+        "size_ratio": {"value": 0.27, "limit": 0.3, "met": True},
+        "speedup": {"value": 2.5, "limit": 2.0, "met": True},
+        "map50_drop": {"value": 0.031, "limit": 0.02, "met": False},
+    }
+    rows = analysis.target_rows({"int8": detector})
+    assert [r["target"] for r in rows] == ["size vs float32", "speedup vs Keras float", "mAP@0.5 drop"]
+    assert rows[2] == {"target": "mAP@0.5 drop", "limit": "<= +0.020", "int8": "+0.031 MISSED"}
+    assert analysis.missed_targets(detector) == ["mAP@0.5 drop"]
+    with pytest.raises(ValueError, match="no variants"):
+        analysis.target_rows({})
 
 
 def test_load_comparison_names_the_field_that_differs() -> None:
@@ -340,22 +339,29 @@ def test_small_row_builders() -> None:
         ]
     }
     assert analysis.allreduce_share(projection) == [{"link": "pcie", "gpus": 8, "allreduce_share": 0.05}]
-    workers = analysis.worker_rows(
+    workers = analysis.worker_score_rows(
         [{"replicas": 2, "strategy_info": {"is_chief": True}, "test": {"accuracy": 0.5}}, {}]
     )
     assert (
         workers[0]["chief"] is True
         and workers[0]["test accuracy"] == 0.5
-        and workers[0]["test mean IoU"] is None
+        and workers[0]["test mean_iou"] is None
     )
     assert workers[1] == {
         "worker": 1,
+        "model": None,
         "chief": None,
         "replicas": None,
+        "epochs": None,
         "test accuracy": None,
-        "test mean IoU": None,
+        "test mean_iou": None,
+        "test map50": None,
         "train seconds": None,
     }
+    detector = {"model": "detector", "start_epoch": 3, "epochs": 5, "test": {"map50": 0.4, "map50_95": 0.2}}
+    (row,) = analysis.worker_score_rows([detector])
+    assert row["epochs"] == "3..5" and row["test map50"] == 0.4 and row["test map50_95"] == 0.2
+    assert "test accuracy" not in row
 
 
 def test_analysis_does_not_import_tensorflow() -> None:
@@ -387,7 +393,6 @@ def test_projection_run_rows_and_largest_difference(tmp_path: Path) -> None:
     ]
 
 
-# ---------------------------------------------------------------------------------------------- detector
 def test_objects_per_image_counts_every_number_up_to_the_most() -> None:
     ds = _ds(
         [[], [[0, 0, 5, 5]], [[1, 1, 4, 4]], [[0, 0, 2, 2], [3, 3, 9, 9], [5, 5, 8, 8]]],
@@ -397,122 +402,17 @@ def test_objects_per_image_counts_every_number_up_to_the_most() -> None:
     assert analysis.objects_per_image(_ds([], [])) == {"0": 0}
 
 
-def test_single_box_ceiling_counts_one_object_per_image_and_leaves_difficult_boxes_out() -> None:
-    import dataclasses
-
-    ds = _ds(
-        [[[0, 0, 5, 5], [6, 6, 9, 9], [1, 1, 3, 3]], [[2, 2, 8, 8]], [[0, 0, 9, 9]], []],
-        [[0, 1, 0], [1], [0], []],
-    )
-    assert analysis.single_box_ceiling(ds) == {
-        "images": 4,
-        "objects": 5,
-        "images_with_objects": 3,
-        "max_recall": 0.6,
-    }
-    hard = dataclasses.replace(
-        ds, difficult=[np.array([False, True, True]), np.array([False]), np.array([True]), []]
-    )
-    assert analysis.single_box_ceiling(hard) == {
-        "images": 4,
-        "objects": 2,
-        "images_with_objects": 2,
-        "max_recall": 1.0,
-    }
-    assert analysis.single_box_ceiling(_ds([[]], [[]]))["max_recall"] is None
-
-
-class _FakePredictor:
-    """A predictor as predict.load_predictor returns it: a card and a call on (N, H, W, 3) images."""
-
-    def __init__(self, card: object, make: object) -> None:
-        self.card, self.make, self.calls = card, make, []
-
-    def __call__(self, images: np.ndarray) -> object:
-        self.calls.append(len(images))
-        return self.make(images)
-
-
-def test_model_detections_decode_a_detector_in_batches() -> None:
-    from sprint2.modelcard import ModelCard
-
-    def outputs(images: np.ndarray) -> np.ndarray:
-        # 32 x 32 input, stride 4: an 8 x 8 grid; class 1 peaks at row 2, col 3 with a 8 x 12 px box
-        # centred half a cell on: centre (14, 10), so the box is (10, 4, 18, 16). Image i scores 0.9 - 0.1 i.
-        out = np.zeros((len(images), 8, 8, 6), np.float32)
-        out[:, 2, 3, 1] = 0.9 - 0.1 * images[:, 0, 0, 0]
-        out[:, 2, 3, 2:4] = [8.0, 12.0]
-        out[:, 2, 3, 4:6] = 0.5
-        return out
-
-    card = ModelCard(kind="detector", class_names=["a", "b"], input_hw=(32, 32))
-    images = np.zeros((3, 32, 32, 3), np.uint8)
-    images[:, 0, 0, 0] = [0, 1, 2]
-    model = _FakePredictor(card, outputs)
-    dets = analysis.model_detections(model, images, score_threshold=0.75, batch_size=2)
-    assert model.calls == [2, 1]
-    assert [len(d) for d in dets] == [1, 1, 0]  # the third image's peak (0.7) is under the threshold
-    np.testing.assert_allclose(dets[0].boxes, [[10, 4, 18, 16]], atol=1e-5)
-    assert dets[1].labels.tolist() == [1] and dets[1].scores == pytest.approx([0.8])
-    with pytest.raises(ValueError, match="do not fit the model's input 32x32"):
-        analysis.model_detections(model, np.zeros((1, 16, 32, 3)), score_threshold=0.1)
-
-
-def test_model_detections_give_a_single_box_model_one_box_per_image() -> None:
-    from sprint2.modelcard import ModelCard
-
-    card = ModelCard(kind="improved", class_names=["a", "b", "c"], input_hw=(16, 16))
-    probs = np.array([[0.2, 0.7, 0.1], [0.6, 0.3, 0.1]], np.float32)
-    boxes = np.array([[1, 2, 30, 40], [0, 0, 4, 4]], np.float32)  # the first runs past the 16 px image
-    model = _FakePredictor(card, lambda images: {"class": probs[: len(images)], "box": boxes[: len(images)]})
-    dets = analysis.model_detections(model, np.zeros((2, 16, 16, 3)), score_threshold=0.9)
-    assert [d.labels.tolist() for d in dets] == [[1], [0]]
-    assert [float(d.scores[0]) for d in dets] == pytest.approx([0.7, 0.6]), "scored by the class probability"
-    np.testing.assert_array_equal(dets[0].boxes, boxes[:1])  # as training scores it: unclipped
-
-
-def test_rescale_detections_scales_each_axis_and_keeps_map() -> None:
-    from sprint2.decode import Detections
-    from sprint2.metrics import voc_ap
-
-    small = [Detections([[10, 5, 30, 25]], [0.9], [0]), Detections([[0, 0, 8, 16]], [0.4], [1])]
-    big = analysis.rescale_detections(small, (50, 40), (100, 120))  # (h, w): x times 3, y times 2
-    np.testing.assert_allclose(big[0].boxes, [[30, 10, 90, 50]])
-    np.testing.assert_allclose(big[1].boxes, [[0, 0, 24, 32]])
-    assert big[1].scores.tolist() == pytest.approx([0.4]) and big[1].labels.tolist() == [1]
-    truth_small = _ds([[[12, 6, 30, 24]], [[0, 0, 7, 14]]], [[0], [1]], size=(50, 40))
-    truth_big = _ds([[[36, 12, 90, 48]], [[0, 0, 21, 28]]], [[0], [1]], size=(100, 120))
-    assert voc_ap(big, truth_big) == voc_ap(small, truth_small)
-    with pytest.raises(ValueError, match="sizes must be positive"):
-        analysis.rescale_detections(small, (0, 40), (100, 120))
-
-
-def test_detection_rows_pooled_errors_and_confusion_summary() -> None:
-    from sprint2.decode import Detections
-    from sprint2.metrics import evaluate_detections
-
-    truth = _ds([[[10, 10, 50, 50], [60, 60, 90, 90]], [[20, 20, 40, 40]]], [[0, 1], [1]])
-    perfect = [Detections(b, [0.9] * len(b), lab) for b, lab in zip(truth.boxes, truth.labels)]
-    one = [Detections([[10, 10, 50, 50]], [0.9], [1]), Detections([[0, 0, 5, 5]], [0.8], [1])]
-    reports = {name: evaluate_detections(d, truth) for name, d in (("perfect", perfect), ("one", one))}
-    rows = analysis.detection_rows(reports, {"perfect": 12.5})
-    assert [r["model"] for r in rows] == ["perfect", "one"]
-    assert rows[0]["map50"] == pytest.approx(1.0) and rows[0]["map50_95"] == pytest.approx(1.0)
-    assert rows[0]["detections_per_image"] == 1.5 and rows[0]["train_s"] == 12.5
-    assert rows[1]["map50"] == pytest.approx(0.0) and rows[1]["train_s"] is None
-    assert set(analysis.DETECTION_ROW_KEYS) <= set(rows[1])
-
-    # "one": image 0 names the cat box a dog (no class-aware match), image 1 misses; 2 FP, 3 misses
-    assert analysis.pooled_errors(reports["one"]["image_errors"]) == {
-        "tp": 0,
-        "fp": 2,
-        "fn": 3,
-        "precision": 0.0,
-        "recall": 0.0,
-    }
-    assert analysis.pooled_errors({"tp": [], "fp": [], "fn": []})["precision"] is None
-    summary = analysis.confusion_summary(reports["one"]["confusion"])
-    assert summary == {"objects": 3, "right_class": 0, "wrong_class": 1, "missed": 2, "false_detections": 1}
-    assert analysis.confusion_summary(reports["perfect"]["confusion"])["right_class"] == 3
-    with pytest.raises(ValueError, match="expected a \\(C \\+ 1, C \\+ 1\\) matrix"):
-        analysis.confusion_summary(np.zeros((2, 3)))
+def test_ready_tables_format_their_columns(tmp_path: Path) -> None:
+    kv = analysis.key_value_table("run", {"input": [64, 96], "epochs": 3})
+    assert [h for h, _, _ in kv.columns] == ["run", ""]
+    assert kv.cells == [["input", "64, 96"], ["epochs", "3"]]
+    train = _ds([[[0, 0, 50, 50], [0, 0, 10, 10]], [[0, 0, 20, 20]]], [[0, 1], [1]])
+    splits = analysis.split_table({"train": train, "validation": None, "test": train.head(1)})
+    assert [row[0] for row in splits.cells] == ["train", "test"], "a missing split shows no row"
+    assert splits.cells[0] == ["train", "2", "3", "2", "4.0%", "2"]
+    assert "median box area (of image)" in str(splits)
+    (tmp_path / "run").mkdir()
+    (tmp_path / "run" / "model.keras").write_bytes(b"x" * 1234)
+    files = analysis.file_table([tmp_path / "run"], tmp_path, title="detector")
+    assert [h for h, _, _ in files.columns] == ["detector", "size (kB)"]
+    assert files.cells == [["run/model.keras", "1.2"]]

@@ -180,6 +180,55 @@ def _cli(*args: str, env: dict[str, str] | None = None) -> subprocess.CompletedP
     )
 
 
+#: Phrases of TensorFlow's start-up notices; the first, absl's banner, appears on every CPU.
+STARTUP_NOTICES = (
+    "All log messages before absl::InitializeLog()",
+    "oneDNN custom operations",
+    "Could not find cuda drivers",
+    "failed call to cuInit",
+    "This TensorFlow binary is optimized",
+)
+
+
+def test_commands_drop_tensorflow_start_up_notices_unless_verbose(tmp_path: Path) -> None:
+    """`sprint2 evaluate` on a missing model imports TensorFlow, then fails: the error shows, the notices not.
+
+    With -v the notices are there (absl's banner at least), so the check can fail.
+    """
+    missing = tmp_path / "missing.keras"
+    quiet = _cli("evaluate", str(missing), str(tmp_path))
+    loud = _cli("-v", "evaluate", str(missing), str(tmp_path))
+    for run in (quiet, loud):
+        assert run.returncode == 2, run.stderr[-2000:]
+        assert f"sprint2: error: {missing}: model file not found" in run.stderr, run.stderr[-2000:]
+        assert "Traceback" not in run.stderr
+    assert not [phrase for phrase in STARTUP_NOTICES if phrase in quiet.stderr], quiet.stderr
+    assert STARTUP_NOTICES[0] in loud.stderr, f"TensorFlow printed no start-up notice: {loud.stderr!r}"
+
+
+def test_the_command_filter_keeps_warnings_errors_and_the_last_line_before_an_abort() -> None:
+    """A command's filter drops the notices; a Python warning and a native error written just before
+    the process aborts (the filter is a process, so it outlives the abort) both reach stderr."""
+    code = (
+        "import os, warnings\n"
+        "from sprint2 import quiet\n"
+        "assert quiet.filter_process_stderr() and quiet.filter_process_stderr()\n"
+        "os.write(2, b'WARNING: All log messages before absl::InitializeLog() is called are written to"
+        " STDERR\\n')\n"
+        "os.write(2, b'E0000 00:00:1796127654.495291   31940 cuda_platform.cc:52] failed call to cuInit:"
+        " INTERNAL\\n')\n"
+        "warnings.warn('a planted python warning')\n"
+        "os.write(2, b'F0000 00:00:1.0 1 other.cc:1] a native error, then abort\\n')\n"
+        "os.abort()\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode < 0 and "Traceback" not in done.stderr, done.stderr  # killed by SIGABRT
+    lines = done.stderr.splitlines()
+    assert "UserWarning: a planted python warning" in done.stderr, lines
+    assert lines[-1] == "F0000 00:00:1.0 1 other.cc:1] a native error, then abort", lines
+    assert not [line for line in lines if "InitializeLog" in line or "cuInit" in line], lines
+
+
 def test_train_then_quantize_json(small: Path, tmp_path: Path) -> None:
     run = _cli(
         "train",

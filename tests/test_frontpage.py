@@ -112,6 +112,16 @@ def test_verdicts_follow_the_figures() -> None:
     assert _claims(figures)["post_training_quantization"]["verdict"] == "missed"
 
 
+def test_a_quick_run_shows_its_figures_unjudged() -> None:
+    full, quick = _claims(FIGURES), {row["key"]: row for row in frontpage.read_claims(FIGURES, quick=True)}
+    assert {k: c["measured"] for k, c in quick.items()} == {k: c["measured"] for k, c in full.items()}
+    assert {c["verdict"] for c in quick.values()} == {frontpage.SMOKE_RUN}
+    figures = {k: v for k, v in FIGURES.items() if k != "06_quantization"}
+    verdicts = {row["key"]: row["verdict"] for row in frontpage.read_claims(figures, quick=True)}
+    assert verdicts["post_training_quantization"] == frontpage.NOT_MEASURED  # absent stays absent
+    assert verdicts["parallel_loading"] == frontpage.SMOKE_RUN
+
+
 def test_missing_figures_read_as_not_measured() -> None:
     figures = {k: v for k, v in FIGURES.items() if k not in ("06_quantization", "07_scaling_out")}
     figures["03_cpu_vs_gpu_timing"] = {"gpus": 1}  # a GPU, but no figure of it or of the CPU
@@ -227,6 +237,33 @@ def test_the_page_shows_each_claim_each_thumbnail_and_the_environment(tmp_path: 
     assert [c["key"] for c in index["claims"]] == [c.key for c in frontpage.CLAIMS]
     assert index["environment"]["mode"].startswith("quick") and index["environment"]["gpus"] == 0
     assert index["notebooks"][0]["figures"]["speedup_vs_serial"] == 1.72
+
+
+def _verdict_cells(page: str) -> list[str]:
+    return re.findall(r'<td class="verdict [^"]+">([^<]*)</td>', page)
+
+
+@pytest.mark.parametrize("quick", [True, False])
+def test_a_quick_page_shows_smoke_run_and_a_full_page_its_verdicts(tmp_path: Path, quick: bool) -> None:
+    figures = copy.deepcopy(FIGURES)
+    figures["01_parallel_loading"]["speedup_vs_serial"] = 0.79  # a quick run's tiny-image figure
+    del figures["07_scaling_out"]  # task queue: partial
+    runs = [NotebookRun(name=name, status="ok", figures=f) for name, f in figures.items()]
+    del runs[-1].figures["int8_map50"]  # both quantization claims: not measured
+    page = write_index(tmp_path, runs, quick=quick, data_dir=tmp_path).read_text()
+    verdicts = _verdict_cells(page)
+    assert len(verdicts) == len(frontpage.CLAIMS)
+    assert verdicts.count(frontpage.NOT_MEASURED) == 2
+    index = json.loads((tmp_path / "index.json").read_text())
+    assert [c["verdict"] for c in index["claims"]] == verdicts
+    assert "thread: 0.79x a plain loop" in page, "a quick page shows its figures too"
+    if quick:
+        assert set(verdicts) == {frontpage.SMOKE_RUN, frontpage.NOT_MEASURED}
+        assert not {"met", "partial", "missed"} & set(verdicts)
+        assert page.count("not judged") == 1
+    else:
+        assert frontpage.SMOKE_RUN not in verdicts and "not judged" not in page
+        assert {"met", "partial", "missed"} <= set(verdicts)
 
 
 def test_a_tagged_cell_supplies_the_thumbnail(tmp_path: Path) -> None:

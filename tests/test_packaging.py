@@ -48,7 +48,7 @@ LIGHT_MODULES = ["sprint2"] + [
     f"sprint2.{name}"
     for name in "errors dataset table decode cli report voc images taskqueue cache loading synthetic viz "
     "bench_loading bench_training evaluate frontpage quiet notebook schedule metrics modelcard analysis "
-    "launch experiment predict recipes splits scoring timing".split()
+    "launch experiment predict recipes splits scoring timing drawing bench_results single_box_runs".split()
 ]
 
 

@@ -1,10 +1,13 @@
-"""sprint2.quantize: every TFLite variant converts, runs under LiteRT by output name, and is measured;
-the detector's variants (QAT included) are scored by the detection metrics of training."""
+"""sprint2.quantize (and sprint2.tflite_variants, which makes the files): every TFLite variant converts,
+runs under LiteRT by output name, and is measured; the detector's variants (QAT included) are scored by
+the detection metrics of training."""
 
 from __future__ import annotations
 
 import importlib.util
 import math
+import os
+import subprocess
 import sys
 from pathlib import Path
 
@@ -286,6 +289,22 @@ def test_tfmot_refuses_a_keras3_model_as_it_is() -> None:
         == "ValueError: `to_quantize` can only either be a keras Sequential or Functional model."
     )
     assert set(outcome.as_dict()) == {"supported", "error", "versions"}
+
+
+def test_qat_libraries_load_only_inside_the_qat_path() -> None:
+    """Importing quantize (and the variants it re-exports) loads neither tf_keras nor tfmot."""
+    code = (
+        "import sys\n"
+        "import sprint2.quantize as q, sprint2.tflite_variants as v, sprint2.timing as t\n"
+        "print(sorted(m for m in ('tf_keras', 'tensorflow_model_optimization') if m in sys.modules))\n"
+        "print(all(getattr(q, n) is getattr(v, n) for n in ('convert_detector', 'QAT_VARIANT', 'QatRun')))\n"
+        "print(q.time_interleaved is t.time_interleaved and set(q.__all__) <= set(dir(q)))\n"
+    )
+    # Importing tfmot (an earlier test may have) sets TF_USE_LEGACY_KERAS=1, which makes TF load tf_keras.
+    env = {k: v for k, v in os.environ.items() if k != "TF_USE_LEGACY_KERAS"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["[]", "True", "True"], out.stdout
 
 
 def test_qat_reports_import_error_verbatim(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -13,7 +13,7 @@ import nbformat
 import pytest
 
 from sprint2.errors import ReportError
-from sprint2.report import record, rewrite_index, run_report
+from sprint2.report import record, run_report
 
 
 def _notebook(path: Path, *cells: str) -> None:
@@ -49,6 +49,15 @@ def test_runs_in_order_passes_parameters_and_indexes_figures(series: Path, tmp_p
         assert (out / f"{name}.ipynb").exists() and (out / f"{name}.html").exists()
     page = (out / "index.html").read_text()
     assert "01_first.html" in page and "answer" in page and "42" in page
+    folded = page.split("<details>")[1]
+    assert "<td><code>answer</code></td><td>42</td>" in folded, "every recorded figure is folded away"
+    assert page.count('<p class="smoke">') == 1, "a quick run's page says once that it is not judged"
+    index = json.loads((out / "index.json").read_text())
+    assert index["quick"] is True
+    assert [(n["name"], n["status"], n["figures"].get("answer")) for n in index["notebooks"]] == [
+        ("01_first", "ok", 42.0),
+        ("02_second", "ok", None),
+    ]
     executed = nbformat.read(out / "02_second.ipynb", as_version=4)
     assert "second True" in "".join(o.get("text", "") for c in executed.cells for o in c.get("outputs", []))
 
@@ -72,7 +81,9 @@ def test_failing_cell_stops_the_run_and_keeps_the_partial_notebook(series: Path,
     assert [n["status"] for n in index["notebooks"]] == ["ok", "failed", "not run"]
     assert (out / "02_second.ipynb").exists(), "partly executed notebook must be kept"
     assert not (out / "03_third.ipynb").exists()
-    assert "planted failure" in (out / "index.html").read_text()
+    page = (out / "index.html").read_text()
+    assert "planted failure" in page
+    assert '<p class="smoke">' not in page, "a full run's page is judged"
 
 
 def test_record_merges_and_converts_numpy(tmp_path: Path) -> None:
@@ -176,18 +187,3 @@ def test_the_stderr_filter_drops_only_the_notices() -> None:
         "E0000 00:00:1796127654.495291   31940 other.cc:52] failed for real",
         "no newline yet",
     ]
-
-
-def test_rewrite_index_reads_the_figures_again(series: Path, tmp_path: Path) -> None:
-    out = tmp_path / "out"
-    run_report(out, data_dir=tmp_path, notebooks_dir=series)
-    record(out, "01_first", answer=43.5)
-    with pytest.raises(ReportError, match="no report index"):
-        rewrite_index(tmp_path)
-    page = rewrite_index(out).read_text()
-    index = json.loads((out / "index.json").read_text())
-    assert [(n["name"], n["status"], n["figures"].get("answer")) for n in index["notebooks"]] == [
-        ("01_first", "ok", 43.5),
-        ("02_second", "ok", None),
-    ]
-    assert "43.5" in page.split("<details>")[1]

@@ -1,4 +1,4 @@
-"""sprint2.viz: exact border pixels, readable labels, distinct colours, and figures that render to PNG."""
+"""sprint2.viz: figures that render to PNG, with the boxes, titles and numbers they should show."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ import pytest
 from matplotlib.colors import to_hex
 from matplotlib.figure import Figure
 
-from sprint2 import viz
+from sprint2 import drawing, viz
 from sprint2.bench_training import project_multi_gpu
 from sprint2.table import table
 
@@ -31,146 +31,27 @@ def _mask(img: np.ndarray, color: tuple[int, int, int]) -> np.ndarray:
     return np.all(img == np.array(color, dtype=np.uint8), axis=-1)
 
 
-# ------------------------------------------------------------------------------------------- colours
-def test_class_colors_distinct_stable_and_order_independent() -> None:
-    for n in (3, 10, 20, 60):
-        names = [f"class{i:02d}" for i in range(n)]
-        colors = viz.class_colors(names)
-        assert set(colors) == set(names)
-        assert len(set(colors.values())) == n, f"colours repeat for {n} classes"
-        assert all(
-            len(c) == 3 and all(isinstance(v, int) and 0 <= v <= 255 for v in c) for c in colors.values()
-        )
-        assert viz.class_colors(list(reversed(names))) == colors
-        assert viz.class_colors(names) == colors
-
-
-def test_text_colour_follows_luminance() -> None:
-    assert viz.text_color_for((255, 230, 0)) == (0, 0, 0)
-    assert viz.text_color_for((255, 255, 255)) == (0, 0, 0)
-    assert viz.text_color_for((0, 0, 128)) == (255, 255, 255)
-    assert viz.text_color_for((0, 0, 0)) == (255, 255, 255)
-
-
-# ------------------------------------------------------------------------------------------- draw_boxes
-def test_draw_boxes_returns_new_image_and_leaves_input_alone() -> None:
-    image = np.full((60, 80, 3), 90, dtype=np.uint8)
-    before = image.copy()
-    out = viz.draw_boxes(image, np.array([[5, 20, 40, 50]]), ["cat"], class_names=CLASSES)
-    assert np.array_equal(image, before)
-    assert out is not image and out.dtype == np.uint8 and out.shape == image.shape
-    assert not np.array_equal(out, image)
-
-
-def test_border_pixels_have_the_class_colour_exactly() -> None:
-    image = np.zeros((100, 100, 3), dtype=np.uint8)
-    color = viz.class_colors(CLASSES)["dog"]
-    # floats round half up: 10.4 -> 10, 20.6 -> 21, 60.5 -> 61, 80.2 -> 80
-    out = viz.draw_boxes(
-        image, np.array([[10.4, 20.6, 60.5, 80.2]]), ["dog"], class_names=CLASSES, thickness=1
-    )
-    hit = _mask(out, color)
-    for y, x in [(80, 30), (80, 61), (50, 10), (50, 61), (60, 10), (21, 61)]:
-        assert hit[y, x], f"no box colour at (y={y}, x={x})"
-    for y, x in [(50, 11), (50, 60), (50, 62), (79, 30), (81, 30), (50, 30)]:
-        assert not out[y, x].any(), f"unexpected paint at (y={y}, x={x})"
-
-
-def test_half_pixel_coordinates_round_half_up_consistently() -> None:
-    out = viz.draw_boxes(np.zeros((12, 12, 3), np.uint8), np.array([[2.5, 3.5, 7.5, 8.5]]), thickness=1)
-    painted = out.any(axis=-1)
-    assert painted[4, 3] and painted[9, 5] and painted[6, 8]  # left 3, top 4, right 8, bottom 9
-    assert not painted[6, 2] and not painted[3, 5] and not painted[6, 7]
-
-
-def test_label_has_filled_background_and_contrasting_text() -> None:
-    image = np.full((200, 200, 3), 128, dtype=np.uint8)
-    for color, text_rgb in [((255, 230, 0), (0, 0, 0)), ((0, 0, 128), (255, 255, 255))]:
-        out = viz.draw_boxes(
-            image, np.array([[50, 80, 150, 180]]), ["cat"], colors={"cat": color}, thickness=1
-        )
-        above = out[:80, 50:120]  # the label sits above the top edge
-        assert _mask(above, color).sum() > 100
-        near_text = np.abs(above.astype(int) - np.array(text_rgb)).max(axis=-1) < 60  # anti-aliased strokes
-        assert near_text.sum() > 5, "label text missing or in the wrong colour"
-        assert _mask(out[81:180, 51:150], color).sum() == 0  # the inside stays clear
-
-
-def test_label_goes_inside_at_top_edge_and_stays_in_image() -> None:
-    image = np.zeros((120, 120, 3), dtype=np.uint8)
-    text = "a rather long label"
-    out = viz.draw_boxes(
-        image, np.array([[70, 0, 119, 60]]), [text], colors={text: (200, 40, 40)}, thickness=1
-    )
-    hit = _mask(out, (200, 40, 40))
-    assert hit[3:8, 100:119].sum() > 20, "label should be drawn inside, below the top edge"
-    assert hit[3:8, :70].any(), "label should shift left rather than run off the right edge"
-    assert hit[3:8, 119].any()
-
-
-def test_scores_and_index_labels() -> None:
-    image = np.full((100, 160, 3), 200, dtype=np.uint8)
-    boxes = np.array([[20, 40, 80, 90]])
-    by_name = viz.draw_boxes(image, boxes, ["horse"], class_names=CLASSES)
-    by_index = viz.draw_boxes(image, boxes, np.array([2]), class_names=CLASSES)
-    assert np.array_equal(by_name, by_index)
-    with_score = viz.draw_boxes(image, boxes, ["horse"], class_names=CLASSES, scores=[0.93])
-    color = viz.class_colors(CLASSES)["horse"]
-    assert _mask(with_score[:40], color).sum() > _mask(by_name[:40], color).sum()  # a wider label patch
-
-
-def test_dashed_has_gaps_solid_does_not() -> None:
-    image = np.zeros((100, 100, 3), dtype=np.uint8)
-    boxes = np.array([[10, 10, 90, 90]])
-    solid = viz.draw_boxes(image, boxes, thickness=1).any(axis=-1)
-    dashed = viz.draw_boxes(image, boxes, thickness=1, dashed=True).any(axis=-1)
-    assert solid[90, 10:91].all()
-    assert 0.3 < dashed[90, 10:91].mean() < 0.8
-    assert dashed[10, 10] and dashed[90, 90]  # corners are covered
-
-
-def test_draw_boxes_accepts_gray_and_empty_and_rejects_mismatch() -> None:
-    gray = np.full((40, 50), 77, dtype=np.uint8)
-    out = viz.draw_boxes(gray, np.zeros((0, 4)), [])
-    assert out.shape == (40, 50, 3) and (out == 77).all()
-    with pytest.raises(ValueError, match="labels"):
-        viz.draw_boxes(gray, np.array([[1, 1, 5, 5], [2, 2, 9, 9]]), ["cat"])
-    with pytest.raises(ValueError, match="shape"):
-        viz.draw_boxes(gray, np.array([[1, 1, 5]]))
-
-
 # ------------------------------------------------------------------------------------------- gt vs pred
-def test_draw_gt_vs_pred_solid_dashed_and_iou_footer() -> None:
-    image = np.full((128, 128, 3), 100, dtype=np.uint8)
-    colors = viz.class_colors(CLASSES)
-    a = viz.draw_gt_vs_pred(
-        image,
-        np.array([20, 30, 100, 110]),
-        "cat",
-        np.array([10, 25, 90, 100]),
-        1,
-        0.61,
-        pred_score=0.8,
-        class_names=CLASSES,
-    )
-    b = viz.draw_gt_vs_pred(
-        image,
-        np.array([20, 30, 100, 110]),
-        "cat",
-        np.array([10, 25, 90, 100]),
-        1,
-        0.12,
-        pred_score=0.8,
-        class_names=CLASSES,
-    )
-    assert a.shape[0] > 128 and a.shape[1] == 128 and a.dtype == np.uint8
-    assert np.array_equal(a[:128], b[:128]) and not np.array_equal(
-        a[128:], b[128:]
+def test_overlay_draws_truth_solid_prediction_dashed_and_the_iou_in_a_footer() -> None:
+    image = np.full((384, 384, 3), 100, dtype=np.uint8)  # 384 px: shown as it is, not enlarged
+    colors = drawing.class_colors(CLASSES)
+
+    def panel(iou: float) -> np.ndarray:
+        gt, pred = np.array([[60, 90, 300, 330]]), np.array([[30, 75, 270, 300]])
+        fig = viz.plot_gt_vs_pred_grid([image], gt, ["cat"], pred, [1], [iou], CLASSES, pred_scores=[0.8])
+        return _panel_pixels(fig)[0]
+
+    a, b = panel(0.61), panel(0.12)
+    assert a.shape[0] > 384 and a.shape[1] == 384 and a.dtype == np.uint8
+    assert np.array_equal(a[:384], b[:384]) and not np.array_equal(
+        a[384:], b[384:]
     )  # only the IoU text differs
-    assert (a[128:] > 200).any(), "IoU text missing from the footer"
-    assert _mask(a[:128], colors["cat"])[60:100, 100].all()  # ground truth: solid right edge
-    dog_edge = _mask(a[:128], colors["dog"])[40:90, 90]
+    assert (a[384:] > 200).any(), "IoU text missing from the footer"
+    assert _mask(a[:384], colors["cat"])[180:300, 300].all()  # ground truth: solid right edge
+    dog_edge = _mask(a[:384], colors["dog"])[120:270, 270]
     assert dog_edge.any() and not dog_edge.all()  # prediction: dashed right edge
+    assert _mask(a[302:330, 30:90], colors["dog"]).sum() > 100, "the prediction's label goes below its box"
+    assert _mask(a[60:89, 60:120], colors["cat"]).sum() > 100, "the truth's label goes above its box"
 
 
 # ------------------------------------------------------------------------------------------- figures
@@ -195,15 +76,18 @@ def test_show_grid_one_axes_per_image(tmp_path: Path) -> None:
     _saved_png(fig, tmp_path / "grid.png")
 
 
-def test_before_after_resize_titles_show_shapes(tmp_path: Path) -> None:
+def test_before_after_resize_titles_show_shapes_and_the_boxes_follow(tmp_path: Path) -> None:
     original = np.zeros((375, 500, 3), dtype=np.uint8)
-    resized = cv2.resize(original, (128, 128))
     boxes = np.array([[50, 60, 300, 200]], dtype=np.float32)
-    scaled = boxes * np.array([128 / 500, 128 / 375] * 2)
-    fig = viz.plot_before_after_resize(original, boxes, resized, scaled, ["dog"], CLASSES)
+    fig = viz.plot_before_after_resize(original, boxes, ["dog"], CLASSES, size=128)
     titles = [ax.get_title() for ax in fig.axes]
-    assert len(titles) == 2 and "500x375" in titles[0] and "128x128" in titles[1]
+    assert len(titles) == 2 and "500x375" in titles[0] and "128x128" in titles[1] and "stretch" in titles[1]
+    dog = drawing.class_colors(CLASSES)["dog"]
+    resized = _mask(_panel_pixels(fig)[1], dog)  # 128 px drawn 3x larger: box (12.8, 20.5, 76.8, 68.3) x 3
+    assert resized[100:160, 230].any() and not resized[100:160, 250].any()  # right edge near x = 230
     _saved_png(fig, tmp_path / "before_after.png")
+    letterbox = viz.plot_before_after_resize(original, boxes, ["dog"], CLASSES, size=128, mode="letterbox")
+    assert "letterbox" in letterbox.axes[1].get_title()
 
 
 def test_class_histogram_bars_largest_first(tmp_path: Path) -> None:
@@ -220,13 +104,15 @@ def test_box_size_distribution_skips_degenerate_boxes(tmp_path: Path) -> None:
         np.array([[0, 0, 20, 40]]),
     ]  # second box has no width
     labels = [np.array([0, 1]), np.array([1])]
-    fig = viz.plot_box_size_distribution(boxes, labels, CLASSES, image_sizes=[(100, 100), (50, 200)])
+    fig = viz.plot_box_size_distribution(boxes, labels, CLASSES, image_sizes=(100, 200))
     assert len(fig.axes) == 3
     points = np.concatenate([c.get_offsets() for c in fig.axes[0].collections])
-    assert sorted(map(tuple, np.round(points, 3))) == [(0.1, 0.8), (0.5, 0.25)]
+    assert sorted(map(tuple, np.round(points, 3))) == [(0.1, 0.4), (0.25, 0.25)]
     _saved_png(fig, tmp_path / "sizes.png")
-    fig_px = viz.plot_box_size_distribution(np.array([[0, 0, 50, 25]]), ["cat"], CLASSES)
+    fig_px = viz.plot_box_size_distribution([np.array([[0, 0, 50, 25]])], [["cat"]], CLASSES)
     assert np.allclose(fig_px.axes[0].collections[0].get_offsets(), [[50, 25]])
+    with pytest.raises(ValueError, match="differ in length"):
+        viz.plot_box_size_distribution(boxes, labels[:1], CLASSES)
 
 
 def test_gt_vs_pred_grid_colours_titles_by_hit(tmp_path: Path) -> None:
@@ -262,15 +148,15 @@ def test_plot_bar_annotates_values(tmp_path: Path) -> None:
     _saved_png(fig, tmp_path / "bar.png")
 
 
-def test_plot_history_from_epoch_dicts_and_keras_dict(tmp_path: Path) -> None:
+def test_plot_history_from_epoch_dicts(tmp_path: Path) -> None:
     epochs = [{"loss": 1.0, "val_loss": 1.2}, {"loss": 0.5, "val_loss": 0.9}, {"loss": 0.3}]
     fig = viz.plot_history(epochs)
     lines = fig.axes[0].get_lines()
     assert [ln.get_label() for ln in lines] == ["loss", "val_loss"]
     assert np.allclose(lines[0].get_ydata(), [1.0, 0.5, 0.3])
     assert np.isnan(lines[1].get_ydata()[2])
-    keras_like = viz.plot_history({"loss": [1.0, 0.5], "val_loss": [2.0, 1.0]})
-    assert np.allclose(keras_like.axes[0].get_lines()[1].get_ydata(), [2.0, 1.0])
+    titled = viz.plot_history(epochs, ("loss",), title="original model: loss", ylim=(0, 1))
+    assert titled.axes[0].get_title() == "original model: loss" and titled.axes[0].get_ylim() == (0, 1)
     with pytest.raises(ValueError):
         viz.plot_history(epochs, keys=("accuracy",))
     _saved_png(fig, tmp_path / "history.png")
@@ -350,7 +236,7 @@ def _panel_pixels(fig: Figure) -> list[np.ndarray]:
     return [ax.images[0].get_array() for ax in fig.axes if ax.images]
 
 
-def test_detection_pairs_draw_truth_left_and_kept_detections_right(tmp_path: Path) -> None:
+def test_side_by_side_draws_truth_left_and_kept_detections_right(tmp_path: Path) -> None:
     images = np.full((2, 64, 64, 3), 128, np.uint8)
     gt_boxes = [
         np.array([[8, 8, 40, 40]], np.float32),
@@ -358,16 +244,15 @@ def test_detection_pairs_draw_truth_left_and_kept_detections_right(tmp_path: Pat
     ]
     gt_labels = [[1], [0, 1]]  # dog; cat, dog
     dets = [_Dets([[8, 8, 40, 40], [2, 40, 30, 62]], [0.9, 0.2], [1, 2]), _Dets([], [], [])]
-    fig = viz.plot_detection_pairs(
-        images,
-        gt_boxes,
-        gt_labels,
-        dets,
-        CLASSES,
-        score_threshold=0.5,
-        errors=([1, 0], [0, 0], [0, 2]),
-        names=["a.jpg", "b.jpg"],
-    )
+    found = [d.boxes for d in dets], [d.labels for d in dets]
+
+    def draw(**options: object) -> Figure:
+        scores = [d.scores for d in dets]
+        return viz.plot_gt_vs_pred_grid(
+            images, gt_boxes, gt_labels, *found, None, CLASSES, 2, scores, side_by_side=True, **options
+        )
+
+    fig = draw(score_threshold=0.5, errors=([1, 0], [0, 0], [0, 2]), names=["a.jpg", "b.jpg"])
     titles = [ax.get_title() for ax in fig.axes]
     assert titles == [
         "a.jpg: ground truth (1)",
@@ -376,17 +261,30 @@ def test_detection_pairs_draw_truth_left_and_kept_detections_right(tmp_path: Pat
         "detections (0): TP 0, FP 0, FN 2",
     ]
     assert [to_hex(ax.title.get_color()) for ax in fig.axes][1::2] == ["#1a7f37", "#c62828"]
-    colors = viz.class_colors(CLASSES)
-    truth, found = _panel_pixels(fig)[:2]
+    colors = drawing.class_colors(CLASSES)
+    truth, kept = _panel_pixels(fig)[:2]
     assert _mask(truth, colors["dog"]).any() and not _mask(truth, colors["horse"]).any()
-    assert _mask(found, colors["dog"]).any()
-    assert not _mask(found, colors["horse"]).any(), "the detection under the threshold was drawn"
+    assert _mask(kept, colors["dog"]).any()
+    assert not _mask(kept, colors["horse"]).any(), "the detection under the threshold was drawn"
     assert not _mask(_panel_pixels(fig)[3], colors["cat"]).any(), "an image without detections got a box"
     _saved_png(fig, tmp_path / "pairs.png")
-    with pytest.raises(ValueError, match="2 images, 2 box sets, 2 label sets, 1 detections"):
-        viz.plot_detection_pairs(images, gt_boxes, gt_labels, dets[:1], CLASSES)
+    assert _mask(_panel_pixels(draw())[1], colors["horse"]).any(), "threshold 0 keeps every detection"
+    assert [ax.get_title() for ax in draw().axes][:2] == ["ground truth (1)", "detections (2)"]
+    with pytest.raises(ValueError, match="2 images but 1 predicted box sets"):
+        viz.plot_gt_vs_pred_grid(images, gt_boxes, gt_labels, found[0][:1], found[1], None, CLASSES)
     with pytest.raises(ValueError, match="errors must hold"):
-        viz.plot_detection_pairs(images, gt_boxes, gt_labels, dets, CLASSES, errors=([1], [0], [0]))
+        draw(errors=([1], [0], [0]))
+
+
+def test_overlay_of_several_objects_counts_them_and_no_images_give_a_note() -> None:
+    images, boxes, labels = _samples(2)
+    fig = viz.plot_gt_vs_pred_grid(
+        images, boxes, labels, [b[:1] for b in boxes], [lab[:1] for lab in labels], None, CLASSES
+    )
+    assert [ax.get_title() for ax in fig.axes] == ["ground truth (2), predictions (1)"] * 2
+    assert all(to_hex(ax.title.get_color()) == "#000000" for ax in fig.axes)
+    empty = viz.plot_gt_vs_pred_grid([], [], [], [], [], None, CLASSES, title="worst")
+    assert [t.get_text() for t in empty.texts] == ["worst: no images to show"]
 
 
 def test_detection_gallery_picks_images_by_index_and_says_when_there_are_none() -> None:

@@ -7,30 +7,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fake_data import blank_dataset as _ds
 
 from sprint2 import comparison
 from sprint2.dataset import LoadedDataset
 from sprint2.modelcard import ModelCard
-
-
-def _ds(
-    boxes: list[list[list[float]]],
-    labels: list[list[int]],
-    size: tuple[int, int] = (100, 100),
-    classes: tuple[str, ...] = ("a", "b"),
-    paths: list[Path] | None = None,
-) -> LoadedDataset:
-    """Black images with the given boxes (xmin, ymin, xmax, ymax) and labels."""
-    h, w = size
-    return LoadedDataset(
-        images=np.zeros((len(boxes), h, w, 3), np.uint8),
-        boxes=[np.array(b, np.float32).reshape(-1, 4) for b in boxes],
-        labels=[np.array(lab, np.int32) for lab in labels],
-        class_names=list(classes),
-        paths=paths if paths is not None else [Path(f"img{i}.jpg") for i in range(len(boxes))],
-        found=len(boxes),
-        size=size,
-    )
 
 
 def test_single_box_ceiling_counts_one_object_per_image_and_leaves_difficult_boxes_out() -> None:

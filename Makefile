@@ -6,8 +6,10 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.sprint2-installed
 KERNEL := sprint2
 ARGS   ?=
+# pytest-xdist processes for `make test`; each file runs whole in one of them
+TEST_WORKERS ?= 2
 
-.PHONY: install report report-quick lint format test clean
+.PHONY: install report report-quick lint format test test-fast clean
 
 install: $(STAMP)
 
@@ -33,8 +35,13 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
+# The whole suite, quick-mode notebooks included, the longest files first (tests/conftest.py).
 test: lint
-	$(BIN)/python -m pytest $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+
+# The inner loop: every test not marked slow (no training runs, conversions or notebooks), about two minutes.
+test-fast: $(STAMP)
+	$(BIN)/python -m pytest -m "not slow" $(ARGS)
 
 clean:
 	rm -rf reports .pytest_cache

@@ -422,8 +422,12 @@ def int8_tflite(model: Any, representative: np.ndarray) -> bytes:
             converter = tf.lite.TFLiteConverter.from_saved_model(str(path))
             restore: list[tuple[Any, np.ndarray]] = []
         else:
+            # A bare module holding the variables: saving the tf_keras model itself would trace
+            # every layer's call for its SavedModel, which costs most of the conversion's time.
+            holder = tf.Module()
+            holder.model_variables = list(model.variables)
             converter = tf.lite.TFLiteConverter.from_concrete_functions(
-                [serve.get_concrete_function()], model
+                [serve.get_concrete_function()], holder
             )
             restore = _spread_equal_biases(model)
         converter.optimizations = [tf.lite.Optimize.DEFAULT]

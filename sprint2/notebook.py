@@ -125,7 +125,8 @@ SETTINGS: dict[str, dict[str, dict[str, Any]]] = {
         "quick": {
             "rounds": 2,
             "min_seconds": 0.1,
-            "qat_epochs": 1,
+            # QAT's conversion path without its fine-tuning (tests/test_quantize runs an epoch)
+            "qat_epochs": 0,
             "fallback_epochs": 2,
             "fallback_size": 64,
             "fallback_width": 0.5,

@@ -24,10 +24,10 @@ from lxml import etree
 
 from sprint2.dataset import Failure
 from sprint2.decode import Detections, decode
+from sprint2.drawing import draw_boxes
 from sprint2.errors import DataError
 from sprint2.images import Resize, decode_image, decode_resized, untransform_boxes
 from sprint2.modelcard import ModelCard, card_path
-from sprint2.viz import draw_boxes
 from sprint2.voc import IMAGE_SUFFIXES
 
 logger = logging.getLogger(__name__)

@@ -149,6 +149,8 @@ def _execute(nb: Path, run: NotebookRun, out: Path, params: dict[str, Any], kern
     run.notebook = executed.name
     log_path = out / LOGS_DIR / f"{nb.stem}.kernel.log"
     log_path.parent.mkdir(parents=True, exist_ok=True)
+    # Figures are merged across record() calls, so a rerun into the same folder starts from none.
+    _figures_path(out, nb.stem).unlink(missing_ok=True)
     logger.info("running %s (kernel %s, quick=%s)", nb.name, kernel, params["quick"])
     start = time.perf_counter()
     with log_path.open("wb") as log:

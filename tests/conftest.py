@@ -25,3 +25,18 @@ def shared_datasets() -> Path:
     if not (SHARED_DATASETS / "raccoon").is_dir() or not (SHARED_DATASETS / "bccd").is_dir():
         pytest.skip(f"real datasets not found under {SHARED_DATASETS}")
     return SHARED_DATASETS
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Runs the notebooks first, then the slow modules, then the rest (a stable sort, files kept whole).
+
+    Under `pytest -n 2 --dist loadfile` (make test) each worker takes the next file in this order, so
+    the longest files start first and the two workers finish close together.
+    """
+
+    def rank(item: pytest.Item) -> int:
+        marks = getattr(item.module, "pytestmark", [])
+        names = {m.name for m in (marks if isinstance(marks, list) else [marks])}
+        return 0 if "notebooks" in names else 1 if "slow" in names else 2
+
+    items.sort(key=rank)

@@ -12,6 +12,8 @@ from sprint2.bench_detector import DetectorRun, DetectorSummary, Spread
 from sprint2.cli import main
 from sprint2.synthetic import generate
 
+pytestmark = pytest.mark.slow  # trains, converts or starts processes: not in `make test-fast`
+
 
 def _fake_run(out: Path, map50: float, curve: list[float]) -> Path:
     """A run folder as sprint2 train leaves it: metrics.json and history.csv (10 s per epoch)."""

@@ -17,6 +17,8 @@ from sprint2.bench_training import _PeakRss, model_specs, project_multi_gpu, rou
 from sprint2.model import build_model, gradient_bytes, model_flops
 from sprint2.synthetic import generate
 
+pytestmark = pytest.mark.slow  # trains, converts or starts processes: not in `make test-fast`
+
 ROOT = Path(__file__).resolve().parents[1]
 MIN_SECONDS = 0.3
 ROUNDS = 2

@@ -16,6 +16,8 @@ from sprint2.cli import _parser, main, parsers
 from sprint2.schedule import DEFAULT_BUDGET_S
 from sprint2.synthetic import generate, plant_bad_files
 
+pytestmark = pytest.mark.slow  # trains, converts or starts processes: not in `make test-fast`
+
 
 @pytest.fixture(scope="module")
 def small(tmp_path_factory: pytest.TempPathFactory) -> Path:
@@ -269,7 +271,8 @@ def test_train_then_quantize_json(small: Path, tmp_path: Path) -> None:
     model = tmp_path / "run" / "model.keras"
     assert model.is_file() and (tmp_path / "run" / "metrics.json").is_file()
 
-    run = _cli("quantize", str(model), str(small), "--out", str(tmp_path / "tflite"), "--json")
+    quick = ["--rounds", "1", "--min-seconds", "0.05"]
+    run = _cli("quantize", str(model), str(small), "--out", str(tmp_path / "tflite"), *quick, "--json")
     assert run.returncode == 0, run.stderr[-2000:]
     variants = json.loads(run.stdout)["variants"]
     assert {"float32", "float16", "dynamic_int8", "int8"} <= {v["name"] for v in variants}

@@ -466,6 +466,7 @@ def heads_of(outputs, names) -> dict[str, np.ndarray]:
     return {k: np.asarray(v) for k, v in d._named_heads(outputs, list(names)).items()}
 
 
+@pytest.mark.slow
 @needs_tfmot
 def test_quantization_aware_training_step_and_int8_export(keras3_split: keras.Model) -> None:
     import tf_keras
@@ -509,6 +510,7 @@ def test_quantization_aware_training_step_and_int8_export(keras3_split: keras.Mo
     assert np.abs(lite["offset"] - fake["offset"]).max() < 0.01
 
 
+@pytest.mark.slow
 @needs_tfmot
 def test_uncalibrated_qat_clips_sizes_at_tfmots_initial_range(keras3_split: keras.Model) -> None:
     qat = d.quantization_aware(keras3_split, width=0.25)
@@ -545,6 +547,7 @@ def test_converter_quantizes_an_equal_qat_bias_with_the_first_channels_scale() -
     assert stored[1] == pytest.approx(scales[1] / scales[0], rel=1e-3) and abs(stored[1] - 1.0) > 0.1
 
 
+@pytest.mark.slow
 @needs_tfmot
 def test_int8_keeps_the_heatmap_only_with_split_outputs(keras3_split: keras.Model) -> None:
     joined = d.build_detector(C, HW, width=0.25)

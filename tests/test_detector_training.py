@@ -26,6 +26,8 @@ from sprint2.schedule import DataStats, detector_input_hw, detector_schedule, ep
 from sprint2.synthetic import generate
 from sprint2.training import DETECTOR_HISTORY_FIELDS, train
 
+pytestmark = pytest.mark.slow  # trains, converts or starts processes: not in `make test-fast`
+
 ROOT = Path(__file__).resolve().parents[1]
 COLOURS = [(230, 30, 30), (30, 220, 40), (40, 60, 240)]
 HW = (64, 96)

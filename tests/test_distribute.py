@@ -15,6 +15,8 @@ import tensorflow as tf
 from sprint2 import distribute
 from sprint2.distribute import StrategyError, StrategyInfo, get_strategy, scratch_dir
 
+pytestmark = pytest.mark.slow  # trains, converts or starts processes: not in `make test-fast`
+
 ROOT = Path(__file__).resolve().parents[1]
 
 

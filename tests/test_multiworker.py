@@ -18,6 +18,8 @@ import pytest
 from sprint2.launch import LocalWorkers
 from sprint2.synthetic import generate
 
+pytestmark = pytest.mark.slow  # trains, converts or starts processes: not in `make test-fast`
+
 WAIT_S = 240  # the longest any worker may run before it is killed and the test fails
 COLLECTIVE_TIMEOUT_S = "30"  # the survivor's all-reduce gives up after this; start-up skew must fit in it
 SIZE = 32

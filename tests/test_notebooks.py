@@ -9,7 +9,7 @@ import pytest
 
 from sprint2.report import find_notebooks, run_report
 
-pytestmark = pytest.mark.notebooks
+pytestmark = [pytest.mark.notebooks, pytest.mark.slow]
 
 
 @pytest.fixture(scope="module")

@@ -367,6 +367,7 @@ def test_cli_predicts_good_images_and_names_bad_ones(
     assert total > 0, "the heatmap was scaled to give detections above 0.6"
 
 
+@pytest.mark.slow
 def test_cli_exit_codes(keras_detector: Path, images: Path, tmp_path: Path, capsys) -> None:
     out = str(tmp_path / "out")
     assert main(["predict", str(keras_detector), str(images / "b.png"), "--out", out]) == 0
@@ -421,6 +422,7 @@ def test_single_box_model_gives_its_argmax_and_probability(tmp_path: Path, image
 # --------------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_tflite_gives_the_keras_detections(keras_detector: Path, tflite_detector: Path, images: Path) -> None:
     paths = find_images([images])
     runs = []
@@ -451,6 +453,7 @@ def test_tflite_path_does_not_import_tensorflow(tflite_detector: Path, images: P
     assert (tmp_path / "out" / "detections.json").is_file()
 
 
+@pytest.mark.slow
 @pytest.mark.filterwarnings("ignore:Statistics for quantized inputs were expected:UserWarning")
 def test_tflite_with_named_heads_and_uint8_io(
     keras_detector: Path, split_tflite_detectors: dict[str, Path], images: Path
@@ -499,6 +502,7 @@ def quantized_detectors(keras_detector: Path, tmp_path_factory: pytest.TempPathF
     return paths
 
 
+@pytest.mark.slow
 def test_each_quantized_variant_runs_from_its_own_card_near_keras(
     keras_detector: Path, quantized_detectors: dict[str, Path], images: Path
 ) -> None:

@@ -19,6 +19,8 @@ from keras import layers
 
 from sprint2 import quantize as q
 
+pytestmark = pytest.mark.slow  # trains, converts or starts processes: not in `make test-fast`
+
 SIZE = 32
 
 

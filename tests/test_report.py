@@ -42,9 +42,10 @@ def test_runs_in_order_passes_parameters_and_indexes_figures(series: Path, tmp_p
     data = tmp_path / "data"
     data.mkdir()
     out = tmp_path / "out"
+    record(out, "01_first", stale=1)  # left by an earlier run into the same folder
     runs = run_report(out, data_dir=data, quick=True, notebooks_dir=series)
     assert [(r.name, r.status) for r in runs] == [("01_first", "ok"), ("02_second", "ok")]
-    assert runs[0].figures == {"quick": True, "data": str(data.resolve()), "answer": 42.0}
+    assert runs[0].figures == {"quick": True, "data": str(data.resolve()), "answer": 42.0}, "no stale figure"
     for name in ("01_first", "02_second"):
         assert (out / f"{name}.ipynb").exists() and (out / f"{name}.html").exists()
     page = (out / "index.html").read_text()
@@ -139,6 +140,7 @@ def _stderr_text(executed: Path) -> str:
     )
 
 
+@pytest.mark.slow
 def test_notebooks_show_no_tensorflow_start_up_lines_but_real_warnings(tmp_path: Path) -> None:
     """Importing sprint2.notebook first filters the notices; a native error and a Python warning stay.
 

@@ -22,6 +22,8 @@ from sprint2.splits import split_validation
 from sprint2.synthetic import generate
 from sprint2.training import read_history, train, write_history
 
+pytestmark = pytest.mark.slow  # trains, converts or starts processes: not in `make test-fast`
+
 ROOT = Path(__file__).resolve().parents[1]
 COLOURS = [(230, 30, 30), (30, 220, 40), (40, 60, 240)]
 

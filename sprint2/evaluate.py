@@ -13,6 +13,7 @@ from typing import Any, Literal
 import numpy as np
 
 from sprint2.images import box_iou
+from sprint2.metrics import average_precision
 
 logger = logging.getLogger(__name__)
 
@@ -68,15 +69,6 @@ def predict(model: Any, images: np.ndarray, batch_size: int = 64) -> tuple[np.nd
         return np.zeros((0, n_classes), np.float32), np.zeros((0, 4), np.float32)
     out = predict_batched(lambda x: model(x, training=False), images, batch_size)
     return out["class"], out["box"]
-
-
-def average_precision(recall: np.ndarray, precision: np.ndarray) -> float:
-    """VOC all-point interpolated AP: area under the precision envelope (precision made monotone)."""
-    mrec = np.concatenate([[0.0], recall, [1.0]])
-    mpre = np.concatenate([[0.0], precision, [0.0]])
-    mpre = np.maximum.accumulate(mpre[::-1])[::-1]
-    steps = np.where(mrec[1:] != mrec[:-1])[0]
-    return float(np.sum((mrec[steps + 1] - mrec[steps]) * mpre[steps + 1]))
 
 
 def _ap_per_class(probs: np.ndarray, boxes: np.ndarray, ds: Any, num_classes: int) -> list[float | None]:

@@ -96,6 +96,10 @@ def _finish(ds: tf.data.Dataset, multiworker: bool) -> tf.data.Dataset:
         if multiworker
         else tf.data.experimental.AutoShardPolicy.AUTO
     )
+    # No autotuning model thread: an epoch's iterator is deleted at the epoch's end, and deleting one
+    # waits for that thread to wake from its current sleep (seconds once a run has gone on a while).
+    # AUTOTUNE parallelism then means one call per core, and prefetching keeps its own buffer rule.
+    options.autotune.enabled = False
     return ds.with_options(options).prefetch(tf.data.AUTOTUNE)
 
 

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 import pytest
 
-from sprint2.evaluate import average_precision, baseline, evaluate, image_targets
+from sprint2.evaluate import baseline, evaluate, image_targets
 from sprint2.images import box_iou
 
 
@@ -90,13 +90,6 @@ def test_ap_counts_every_ground_truth_box() -> None:
     assert evaluate(_onehot([0]), np.array([[15, 15, 30, 30]], np.float32), ds)["ap50"][
         "c0"
     ] == pytest.approx(0.5)
-
-
-def test_average_precision_all_point_interpolation() -> None:
-    assert average_precision(np.array([0.5, 1.0]), np.array([1.0, 0.5])) == pytest.approx(0.75)
-    assert average_precision(np.array([0.5, 0.5, 1.0]), np.array([0.5, 1.0, 2 / 3])) == pytest.approx(
-        0.5 + 1 / 3
-    )
 
 
 def test_elementwise_iou_degenerate_is_zero() -> None:

@@ -78,6 +78,11 @@ SCENE_CAT_COCO = (34 + 33 + 34 * 0.6) / 101
 
 
 def test_average_precision_is_the_area_under_the_envelope() -> None:
+    """The one AP function, shared by the detector's metrics and the single-box models' evaluate."""
+    assert average_precision(np.array([0.5, 1.0]), np.array([1.0, 0.5])) == pytest.approx(0.75)
+    assert average_precision(np.array([0.5, 0.5, 1.0]), np.array([0.5, 1.0, 2 / 3])) == pytest.approx(
+        0.5 + 1 / 3
+    )
     assert average_precision(np.array([0.5, 0.5, 1.0]), np.array([1.0, 0.5, 2 / 3])) == pytest.approx(5 / 6)
     # A later, higher precision lifts the earlier recall range: the envelope, not the raw curve.
     assert average_precision(np.array([0.5, 1.0]), np.array([0.5, 1.0])) == pytest.approx(1.0)

@@ -583,8 +583,8 @@ def test_detection_dataset_with_mosaic_puts_one_peak_on_every_kept_box() -> None
 
 
 def test_training_pipelines_run_without_the_autotuning_thread() -> None:
-    """Each epoch deletes its iterator; with tf.data's autotuning thread that deletion waits for the
-    thread's sleep to end (bccd epochs of 12 s took 20.6 s on every other epoch), so it is off."""
+    """Each epoch deletes its iterator, and with tf.data's autotuning thread that deletion waits for the
+    thread's sleep to end (seconds of idle CPU inside an epoch's time), so the thread is off."""
     images, boxes = painted(8, 2)
     labels = np.zeros(boxes.shape[:2], np.int32)
     hard = np.zeros(boxes.shape[:2], bool)

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import html
-import importlib.metadata
 import json
 import logging
 import os
@@ -24,6 +23,8 @@ from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+
+from sprint2 import installed_version
 
 logger = logging.getLogger(__name__)
 
@@ -359,6 +360,15 @@ def extract_thumbnail(executed: Path, target_dir: Path) -> str:
 
 
 # ----------------------------------------------------------------------------- the run's environment
+#: The libraries whose versions the front page lists: its key, then the distribution's pip name.
+_LIBRARIES = {
+    "tensorflow": "tensorflow",
+    "keras": "keras",
+    "tf_keras": "tf_keras",
+    "litert": "ai-edge-litert",
+}
+
+
 def environment(
     figures: Mapping[str, Mapping[str, Any]], *, quick: bool, seeds: Sequence[Any]
 ) -> dict[str, Any]:
@@ -369,10 +379,7 @@ def environment(
         "cores": os.cpu_count(),
         "gpus": gpus if gpus is not None else NOT_MEASURED,
         "python": platform.python_version(),
-        "tensorflow": _version("tensorflow"),
-        "keras": _version("keras"),
-        "tf_keras": _version("tf_keras"),
-        "litert": _version("ai-edge-litert"),
+        **{key: installed_version(dist) or "not installed" for key, dist in _LIBRARIES.items()},
         "seed": ", ".join(sorted({str(s) for s in seeds})) or NOT_MEASURED,
         "git_commit": _git_commit(),
         "date": time.strftime("%Y-%m-%d %H:%M:%S %Z"),
@@ -390,13 +397,6 @@ def _cpu_model() -> str:
             if line.lower().startswith("model name"):
                 return f"{line.split(':', 1)[1].strip()} ({platform.machine()}, {platform.system()})"
     return platform.processor() or platform.machine() or "unknown"
-
-
-def _version(distribution: str) -> str:
-    try:
-        return importlib.metadata.version(distribution)
-    except importlib.metadata.PackageNotFoundError:
-        return "not installed"
 
 
 def _git_commit() -> str:

@@ -12,7 +12,6 @@ the QAT functions: importing this module costs no more than TensorFlow and Keras
 from __future__ import annotations
 
 import functools
-import importlib.metadata
 import logging
 import sys
 import time
@@ -26,6 +25,7 @@ import numpy as np
 import tensorflow as tf
 from tqdm import tqdm  # the plain bar: disable=None turns it off unless stderr is a terminal
 
+from sprint2 import installed_version
 from sprint2.modelcard import ModelCard
 
 logger = logging.getLogger(__name__)
@@ -376,21 +376,14 @@ def _error_text(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {exc}"
 
 
-def _version(dist: str) -> str | None:
-    try:
-        return importlib.metadata.version(dist)
-    except importlib.metadata.PackageNotFoundError:
-        return None
-
-
 def versions() -> dict[str, str | None]:
     """Installed versions of the libraries that decide what conversion and QAT can do."""
     return {
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
-        "ai_edge_litert": _version("ai-edge-litert"),
-        "tfmot": _version("tensorflow-model-optimization"),
-        "tf_keras": _version("tf-keras"),
+        "ai_edge_litert": installed_version("ai-edge-litert"),
+        "tfmot": installed_version("tensorflow-model-optimization"),
+        "tf_keras": installed_version("tf-keras"),
     }
 
 

@@ -87,3 +87,12 @@ def test_ci_runs_make_test_and_readme_starts_with_the_two_commands() -> None:
     assert "make test" in (ROOT / ".ci" / "run").read_text()
     head = (ROOT / "README.md").read_text()[:600]
     assert "make report" in head and "make test" in head
+
+
+def test_installed_version_reads_the_metadata_and_says_none_when_absent() -> None:
+    import numpy
+
+    from sprint2 import installed_version
+
+    assert installed_version("numpy") == numpy.__version__
+    assert installed_version("no-such-distribution-sprint2") is None

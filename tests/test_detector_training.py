@@ -289,15 +289,16 @@ def test_schedule_input_size_follows_aspect_and_small_objects() -> None:
 
 def test_schedule_epochs_learning_rate_and_warmup_follow_the_data() -> None:
     bccd = detector_schedule(DataStats(292, 3941, (480.0, 640.0), 39.0))
-    assert bccd.batch_size == 16 and bccd.epochs == 77  # 300k object views / 3941 objects
-    assert bccd.learning_rate == pytest.approx(2e-3) and bccd.warmup_epochs == 2  # 30 steps of 18
+    assert bccd.batch_size == 4 and bccd.epochs == 77  # 300k object views / 3941 objects
+    assert bccd.learning_rate == pytest.approx(2e-3 * np.sqrt(4 / 16))  # sqrt-scaled from LR_BATCH
+    assert bccd.warmup_epochs == 1  # 30 steps of 73
     assert bccd.time_budget_s == sched.DEFAULT_BUDGET_S
     # Few objects: more passes, up to MAX_EPOCHS; a tiny set: a smaller batch and a smaller rate.
-    few = detector_schedule(DataStats(40, 40, (300.0, 400.0), 100.0), time_budget_s=None)
-    assert few.epochs == sched.MAX_EPOCHS and few.batch_size == 5 and few.time_budget_s is None
-    assert few.learning_rate == pytest.approx(2e-3 * np.sqrt(5 / 16)) and few.warmup_epochs == 4
+    few = detector_schedule(DataStats(24, 24, (300.0, 400.0), 100.0), time_budget_s=None)
+    assert few.epochs == sched.MAX_EPOCHS and few.batch_size == 3 and few.time_budget_s is None
+    assert few.learning_rate == pytest.approx(2e-3 * np.sqrt(3 / 16)) and few.warmup_epochs == 4
     many = detector_schedule(DataStats(20_000, 200_000, (480.0, 640.0), 39.0), replicas=2, time_budget_s=None)
-    assert many.epochs == sched.MIN_EPOCHS and many.batch_size == 8  # global 16 over 2 replicas
+    assert many.epochs == sched.MIN_EPOCHS and many.batch_size == 2  # global 4 over 2 replicas
     assert many.as_dict()["input_hw"] == [256, 320]
 
 

@@ -33,7 +33,8 @@ MIN_SIDE = 128
 ALIGN = 32  # the detector needs height and width in multiples of 32
 
 #: Training throughput the input size is planned with, in input pixels per second: two AVX2 cores
-#: in float32 (bccd at 256 x 320: 10 images/s). Faster machines get more epochs from the budget plan.
+#: in float32 at batch 16 (bccd at 256 x 320: 10 images/s; 7.4 at batch 4, so a budget plans about a
+#: third more epochs than it gets). Faster machines get more epochs from the budget plan.
 PIXEL_RATE = 0.8e6
 #: Epochs a budget should afford before the input grows past what the small objects need: more
 #: passes than this add little at these learning rates (bccd: 67 and 120 epochs scored alike).
@@ -45,7 +46,7 @@ VAL_MIN_OBJECTS = 500
 
 #: Images per optimizer step. Small: a CPU budget holds a few dozen epochs of a few hundred images,
 #: and at fixed epochs each halving of the batch (16, 8, 4) raised validation mAP on bccd and raccoon
-#: (README, batch size): these runs are short of optimizer steps, not of images per step.
+#: (README, images per optimizer step): these runs are short of optimizer steps, not of images per step.
 GLOBAL_BATCH = 4
 MIN_BATCH = 2
 #: The batch BASE_LEARNING_RATE was tuned at; other batches scale it by sqrt(batch / LR_BATCH).

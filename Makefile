@@ -35,9 +35,10 @@ format: $(STAMP)
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-# The whole suite, quick-mode notebooks included, the longest files first (tests/conftest.py).
+# The whole suite, quick-mode notebooks included, the longest files first (tests/conftest.py);
+# --durations lists the slowest tests at the end, where the time of the suite goes.
 test: lint
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile --durations=15 $(ARGS)
 
 # The inner loop: every test not marked slow (no training runs, conversions or notebooks), about two minutes.
 test-fast: $(STAMP)

@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import tensorflow as tf
 
 from sprint2.recipes import AugmentParams
@@ -31,37 +32,54 @@ FILL_VALUE = 127.0  # canvas grey for zoomed-out images: neutral, not a copy of 
 MIN_VISIBLE = 0.25  # a clipped box showing less than this share of its area no longer identifies its object
 PAD = -1.0  # the coordinate of padded and dropped box rows
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma
+#: RGB to YIQ (NTSC): luma first (GRAY_WEIGHTS), then the two chroma axes hue turns in.
+YIQ = np.array([GRAY_WEIGHTS, (0.596, -0.274, -0.322), (0.211, -0.523, 0.312)])
+
+
+def hue_rotation(turns: tf.Tensor) -> tf.Tensor:
+    """(B, 3, 3) RGB matrices turning each image's hue by about `turns` (B,) of a circle, in HSV's
+    direction: a rotation of the YIQ chroma plane, so luma and greys stay put. One 3 x 3 product per
+    pixel, where HSV's own hue shift costs two colour-space conversions."""
+    to_yiq = tf.constant(YIQ, tf.float32)
+    from_yiq = tf.constant(np.linalg.inv(YIQ), tf.float32)
+    angle = 2.0 * np.pi * turns
+    cos, sin = tf.cos(angle), tf.sin(angle)
+    one, zero = tf.ones_like(angle), tf.zeros_like(angle)
+    rotate = tf.reshape(tf.stack([one, zero, zero, zero, cos, sin, zero, -sin, cos], axis=1), [-1, 3, 3])
+    return from_yiq[None] @ rotate @ to_yiq[None]
 
 
 def colour_jitter(images: tf.Tensor, p: AugmentParams, seeds: tf.Tensor) -> tf.Tensor:
     """Per-image brightness, contrast, saturation, hue and optional grayscale on float 0..255 RGB.
 
-    seeds: (5, 2) stateless seeds, one per kind of draw.
+    seeds: (5, 2) stateless seeds, one per kind of draw. Each kind is affine in the pixel values and
+    saturation, hue and grayscale leave greys unchanged, so the five compose into one per-image
+    x -> contrast * M x + k (M the 3 x 3 colour matrix, k a grey offset), applied in one pass and clipped.
     """
     b = tf.shape(images)[0]
-    weights = tf.constant(GRAY_WEIGHTS, images.dtype)
+    luma = tf.constant(GRAY_WEIGHTS, tf.float32)[None, :]  # (1, 3)
+    eye = tf.eye(3, batch_shape=[1])
+    to_grey = tf.ones([3, 1]) @ luma  # every channel becomes the luma
 
     def draw(i: int, lo: float, hi: float) -> tf.Tensor:
-        return tf.random.stateless_uniform([b], seeds[i], lo, hi)[:, None, None, None]
+        return tf.random.stateless_uniform([b], seeds[i], lo, hi)
 
-    x = images
-    if p.brightness > 0:
-        x = x + draw(0, -p.brightness, p.brightness) * 255.0
-    if p.contrast > 0:
-        mean = tf.reduce_mean(x, axis=[1, 2, 3], keepdims=True)
-        x = (x - mean) * draw(1, 1.0 - p.contrast, 1.0 + p.contrast) + mean
-    if p.saturation > 0:
-        gray = tf.reduce_sum(x * weights, axis=-1, keepdims=True)
-        x = gray + (x - gray) * draw(2, 1.0 - p.saturation, 1.0 + p.saturation)
+    shift = draw(0, -p.brightness, p.brightness) * 255.0 if p.brightness > 0 else tf.zeros([b])
+    contrast = draw(1, 1.0 - p.contrast, 1.0 + p.contrast) if p.contrast > 0 else tf.ones([b])
+    matrix = tf.tile(eye, [b, 1, 1])
+    if p.saturation > 0:  # s x + (1 - s) grey
+        s = draw(2, 1.0 - p.saturation, 1.0 + p.saturation)[:, None, None]
+        matrix = s * eye + (1.0 - s) * to_grey[None]
     if p.hue > 0:
-        hsv = tf.image.rgb_to_hsv(tf.clip_by_value(x, 0.0, 255.0) / 255.0)
-        h = tf.math.floormod(hsv[..., :1] + draw(3, -p.hue, p.hue), 1.0)
-        x = tf.image.hsv_to_rgb(tf.concat([h, hsv[..., 1:]], axis=-1)) * 255.0
+        matrix = hue_rotation(draw(3, -p.hue, p.hue)) @ matrix
     if p.grayscale > 0:
-        drop = draw(4, 0.0, 1.0) < p.grayscale
-        gray = tf.reduce_sum(x * weights, axis=-1, keepdims=True)
-        x = tf.where(drop, tf.tile(gray, [1, 1, 1, 3]), x)
-    return tf.clip_by_value(x, 0.0, 255.0)
+        drop = (draw(4, 0.0, 1.0) < p.grayscale)[:, None, None]
+        matrix = tf.where(drop, to_grey[None] @ matrix, matrix)
+    # brightness then contrast about the brightened image's mean: c (x + shift) + (1 - c) (mean + shift)
+    mean = tf.reduce_mean(images, axis=[1, 2, 3])
+    offset = shift + (1.0 - contrast) * mean
+    x = tf.einsum("bhwc,bdc->bhwd", images, contrast[:, None, None] * matrix)
+    return tf.clip_by_value(x + offset[:, None, None, None], 0.0, 255.0)
 
 
 def _hull(lo: tf.Tensor, hi: tf.Tensor, mask: tf.Tensor, length: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import colorsys
 import dataclasses
 import itertools
 from dataclasses import dataclass, field
@@ -10,7 +11,16 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from sprint2.augment import FILL_VALUE, MIN_VISIBLE, _mosaic_draws, augment, mosaic
+from sprint2.augment import (
+    FILL_VALUE,
+    GRAY_WEIGHTS,
+    MIN_VISIBLE,
+    _mosaic_draws,
+    augment,
+    colour_jitter,
+    hue_rotation,
+    mosaic,
+)
 from sprint2.evaluate import image_targets
 from sprint2.pipeline import detection_dataset, make_dataset, make_targets, padded_targets
 from sprint2.recipes import AUGMENT_PRESETS, AugmentParams, augment_params
@@ -262,6 +272,41 @@ def test_colour_jitter_changes_pixels_and_leaves_boxes_alone() -> None:
     grey, _, _ = _augment(x, boxes, [1, 1], AugmentParams(**STILL, grayscale=1.0))
     np.testing.assert_allclose(grey[..., 0], grey[..., 1], atol=1e-3)
     np.testing.assert_allclose(grey[..., 1], grey[..., 2], atol=1e-3)
+
+
+def test_hue_rotation_keeps_greys_and_luma_and_turns_hue_like_hsv() -> None:
+    turns = np.array([0.05, -0.05, 0.0], np.float32)
+    m = hue_rotation(tf.constant(turns)).numpy()
+    grey, luma = np.full(3, 90.0), np.array(GRAY_WEIGHTS)
+    colours = np.array([(200, 80, 60), (60, 150, 90), (90, 100, 220)], np.float64)
+    for k, t in enumerate(turns):
+        np.testing.assert_allclose(m[k] @ grey, grey, atol=1e-3)
+        np.testing.assert_allclose((colours @ m[k].T) @ luma, colours @ luma, atol=1e-2)
+        for c in colours:
+            before = colorsys.rgb_to_hsv(*(c / 255))[0]
+            after = colorsys.rgb_to_hsv(*(np.clip(m[k] @ c, 0, 255) / 255))[0]
+            turned = (after - before + 0.5) % 1.0 - 0.5
+            assert abs(turned - t) <= 0.6 * abs(t) + 1e-4, (t, c, turned)  # same way, similar amount
+    np.testing.assert_allclose(m[0] @ m[1], np.eye(3), atol=1e-4)  # opposite turns undo each other
+
+
+def test_colour_jitter_is_the_composition_of_its_steps() -> None:
+    """Brightness, contrast about the mean, then saturation toward luma, as separate steps by hand."""
+    rng = np.random.default_rng(1)
+    x = rng.uniform(40, 200, (4, 8, 8, 3)).astype(np.float32)
+    seeds = tf.random.experimental.stateless_split(tf.constant([3, 4], tf.int64), 5)
+    p = AugmentParams(brightness=0.1, contrast=0.2, saturation=0.3)
+    got = colour_jitter(tf.constant(x), p, seeds).numpy()
+    draw = [
+        tf.random.stateless_uniform([4], seeds[i], lo, hi).numpy()
+        for i, lo, hi in [(0, -0.1, 0.1), (1, 0.8, 1.2), (2, 0.7, 1.3)]
+    ]
+    y = x + draw[0][:, None, None, None] * 255.0
+    mean = y.mean(axis=(1, 2, 3), keepdims=True)
+    y = (y - mean) * draw[1][:, None, None, None] + mean
+    grey = (y * np.array(GRAY_WEIGHTS, np.float32)).sum(-1, keepdims=True)
+    y = grey + (y - grey) * draw[2][:, None, None, None]
+    np.testing.assert_allclose(got, np.clip(y, 0, 255), atol=0.05)
 
 
 def test_augmentation_is_reproducible_and_seed_dependent() -> None:

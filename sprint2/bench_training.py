@@ -194,14 +194,14 @@ def model_specs(
         if name != "detector":
             specs.append(ModelSpec(name, (int(size), int(size)), int(batch)))
             continue
-        hw, per_replica = (0, 0), 0
+        hw, per_replica, policy = (0, 0), 0, _cpu_precision(precision)
         if detector_size is None or detector_batch is None:
-            hw, per_replica = _detector_defaults(data_dir, seed)
+            hw, per_replica = _detector_defaults(data_dir, seed, policy)
         if detector_size is not None:
             hw = _pair(detector_size)
         if hw[0] % 32 or hw[1] % 32 or min(hw) <= 0:
             raise ValueError(f"the detector's input must be positive multiples of 32, got {hw}")
-        specs.append(ModelSpec(name, hw, int(detector_batch or per_replica), _cpu_precision(precision)))
+        specs.append(ModelSpec(name, hw, int(detector_batch or per_replica), policy))
     if len({s.name for s in specs}) != len(specs):
         raise ValueError(f"each model once, got {list(models)}")
     return specs
@@ -214,12 +214,14 @@ def _pair(value: int | Sequence[int]) -> tuple[int, int]:
     return h, w
 
 
-def _detector_defaults(data_dir: Path | str, seed: int) -> tuple[tuple[int, int], int]:
-    """The detector schedule's (input_hw, batch per replica) for one replica on this data."""
+def _detector_defaults(data_dir: Path | str, seed: int, precision: str) -> tuple[tuple[int, int], int]:
+    """The detector schedule's (input_hw, batch per replica) for one replica on this data, under the
+    default budget at the planning rate of `precision` (a resolved policy name)."""
     from sprint2.schedule import DataStats, detector_schedule
     from sprint2.splits import train_samples
 
-    schedule = detector_schedule(DataStats.from_samples(train_samples(Path(data_dir), seed)), replicas=1)
+    stats = DataStats.from_samples(train_samples(Path(data_dir), seed))
+    schedule = detector_schedule(stats, replicas=1, precision=precision)
     return schedule.input_hw, schedule.batch_size
 
 

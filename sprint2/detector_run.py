@@ -22,7 +22,7 @@ from sprint2.loading import LoadOptions
 from sprint2.modelcard import ModelCard
 from sprint2.predict import Predictor
 from sprint2.recipes import RECIPES
-from sprint2.schedule import DataStats, Schedule, detector_schedule
+from sprint2.schedule import DEFAULT_BUDGET_S, DataStats, Schedule, detector_schedule
 from sprint2.splits import load_run_splits, train_samples
 from sprint2.table import Table
 
@@ -51,12 +51,28 @@ class DetectorPlan:
 
     @classmethod
     def from_data(
-        cls, data: Path, seed: int, replicas: int, size: int | tuple[int, int] | None = None
+        cls,
+        data: Path,
+        seed: int,
+        replicas: int,
+        size: int | tuple[int, int] | None = None,
+        *,
+        time_budget_s: float | None = None,
+        precision: str = "auto",
     ) -> DetectorPlan:
-        """Reads the training annotations of data by run_training's split rule and plans the run."""
+        """Reads the training annotations of data by run_training's split rule and plans the run as
+        run_training would for this budget (None: the default one) and precision ("auto": this
+        machine's choice)."""
+        from sprint2.tasks import resolve_precision
+
         samples = train_samples(data, seed, None, RECIPES["detector"].val_fraction)
         stats = DataStats.from_samples(samples)
-        schedule = detector_schedule(stats, replicas=replicas)
+        schedule = detector_schedule(
+            stats,
+            replicas=replicas,
+            time_budget_s=DEFAULT_BUDGET_S if time_budget_s is None else time_budget_s,
+            precision=resolve_precision(precision, "detector"),
+        )
         input_hw = schedule.input_hw if size is None else target_size(size)
         return cls(Path(data), seed, stats, schedule, (int(input_hw[0]), int(input_hw[1])))
 
@@ -88,6 +104,7 @@ class DetectorPlan:
             "schedule: epochs at most": plan.epochs,
             "schedule: learning rate": plan.learning_rate,
             "schedule: time budget (s)": plan.time_budget_s,
+            "schedule: planned input pixels/s": plan.pixel_rate,
         }
 
     def table(self) -> Table:

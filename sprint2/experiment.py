@@ -103,14 +103,21 @@ def _load_options(
     load: LoadOptions | None,
     replicas: int,
     budget: float | None,
+    precision: str,
 ) -> tuple[LoadOptions, Schedule | None]:
     """(LoadOptions, Schedule or None): the detector's schedule comes from the annotations of the
-    training samples, and its input size is used unless `load` is given."""
+    training samples and the run's precision (a requested name or "auto"), and its input size is used
+    unless `load` is given."""
     if model != "detector":
         return (load if load is not None else LoadOptions(size=DEFAULT_SIZE, errors="skip")), None
+    from sprint2.tasks import resolve_precision
+
     stats = DataStats.from_samples(samples)
     schedule = detector_schedule(
-        stats, replicas=replicas, time_budget_s=DEFAULT_BUDGET_S if budget is None else budget
+        stats,
+        replicas=replicas,
+        time_budget_s=DEFAULT_BUDGET_S if budget is None else budget,
+        precision=resolve_precision(precision, "detector"),
     )
     logger.info("detector schedule from %s: %s", stats, schedule)
     if load is None:
@@ -168,7 +175,12 @@ def run_training(
     chosen = RECIPES[name]
     trained_on = train_samples(root, seed, overrides.get("val_fraction"), chosen.val_fraction)
     options, schedule = _load_options(
-        model, trained_on, load, int(strat.num_replicas_in_sync), overrides.get("time_budget_s")
+        model,
+        trained_on,
+        load,
+        int(strat.num_replicas_in_sync),
+        overrides.get("time_budget_s"),
+        overrides.get("precision", "auto"),
     )
     train_ds, val_ds, test_ds, val_source = load_run_splits(
         root, seed, options, overrides.get("val_fraction"), chosen.val_fraction

@@ -32,10 +32,14 @@ MAX_PIXELS = 320 * 256
 MIN_SIDE = 128
 ALIGN = 32  # the detector needs height and width in multiples of 32
 
-#: Training throughput the input size is planned with, in input pixels per second: two AVX2 cores
-#: in float32 at batch 16 (bccd at 256 x 320: 10 images/s; 7.4 at batch 4, so a budget plans about a
-#: third more epochs than it gets). Faster machines get more epochs from the budget plan.
-PIXEL_RATE = 0.8e6
+#: Training throughput the input size is planned with, in input pixels per second, by the Keras dtype
+#: policy the run trains under (`tasks.resolve_precision`). float32: two AVX2 cores at batch 16 (bccd
+#: at 256 x 320: 10 images/s; 7.4 at batch 4, so a budget plans about a third more epochs than it
+#: gets). mixed_bfloat16: two AMX cores at batch 4 (bccd: 22 images/s at 256 x 320, 40-44 at
+#: 160 x 224). GPUs (mixed_float16) were never measured: they plan at the bf16 CPU rate, which can
+#: only give them more epochs than planned.
+PIXEL_RATES: dict[str, float] = {"float32": 0.8e6, "mixed_bfloat16": 1.6e6, "mixed_float16": 1.6e6}
+PIXEL_RATE = PIXEL_RATES["float32"]
 #: Epochs a budget should afford before the input grows past what the small objects need: more
 #: passes than this add little at these learning rates (bccd: 67 and 120 epochs scored alike).
 GOOD_EPOCHS = 100
@@ -121,6 +125,7 @@ class Schedule:
     learning_rate: float
     warmup_epochs: int
     time_budget_s: float | None
+    pixel_rate: float = PIXEL_RATE  # input pixels per second the budget was planned at
 
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready fields (input_hw as a list)."""
@@ -161,16 +166,26 @@ def detector_input_hw(stats: DataStats, pixels: float | None = None) -> tuple[in
     return out_h, out_w
 
 
-def budget_pixels(stats: DataStats, epochs: int, budget_s: float | None) -> float | None:
+def pixel_rate(precision: str) -> float:
+    """The planning rate (PIXEL_RATES) for a resolved dtype policy name."""
+    if precision not in PIXEL_RATES:
+        raise ValueError(f"no planning rate for precision {precision!r}; known: {sorted(PIXEL_RATES)}")
+    return PIXEL_RATES[precision]
+
+
+def budget_pixels(
+    stats: DataStats, epochs: int, budget_s: float | None, rate: float = PIXEL_RATE
+) -> float | None:
     """Input pixels the time budget asks for, or None to keep the small-object size.
 
-    At PIXEL_RATE, the small-object size should leave room for min(epochs, GOOD_EPOCHS) epochs and at
-    least MIN_EPOCHS: a budget that affords more grows the input (a small set trains at a finer scale
-    instead of ending early), one that affords fewer shrinks it (a short budget still converges).
+    At `rate` input pixels per second, the small-object size should leave room for
+    min(epochs, GOOD_EPOCHS) epochs and at least MIN_EPOCHS: a budget that affords more grows the
+    input (a small set trains at a finer scale instead of ending early), one that affords fewer
+    shrinks it (a short budget still converges).
     """
     if budget_s is None:
         return None
-    per_epoch = budget_s * PIXEL_RATE / max(stats.images, 1)
+    per_epoch = budget_s * rate / max(stats.images, 1)
     current = math.prod(detector_input_hw(stats))
     grow_to, shrink_to = per_epoch / min(epochs, GOOD_EPOCHS), per_epoch / MIN_EPOCHS
     if grow_to > current:
@@ -179,12 +194,17 @@ def budget_pixels(stats: DataStats, epochs: int, budget_s: float | None) -> floa
 
 
 def detector_schedule(
-    stats: DataStats, *, replicas: int = 1, time_budget_s: float | None = DEFAULT_BUDGET_S
+    stats: DataStats,
+    *,
+    replicas: int = 1,
+    time_budget_s: float | None = DEFAULT_BUDGET_S,
+    precision: str = "float32",
 ) -> Schedule:
     """The detector's schedule for a training set: the one rule, from the data alone.
 
     - input size: `detector_input_hw` (small objects get 5 heatmap cells, at most MAX_PIXELS), moved
-      by `budget_pixels` so that the time budget holds about GOOD_EPOCHS epochs, at least MIN_EPOCHS;
+      by `budget_pixels` so that the time budget holds about GOOD_EPOCHS epochs, at least MIN_EPOCHS,
+      at the planning rate of `precision` (a resolved dtype policy name, see PIXEL_RATES);
     - batch: GLOBAL_BATCH images, fewer for tiny sets (an eighth of the images, at least MIN_BATCH),
       split over the replicas;
     - epochs: enough passes to show the network SEEN_OBJECTS object instances, within
@@ -197,13 +217,15 @@ def detector_schedule(
     global_batch = per_replica * replicas
     steps = max(1, stats.images // global_batch)
     epochs = int(np.clip(math.ceil(SEEN_OBJECTS / max(stats.objects, 1)), MIN_EPOCHS, MAX_EPOCHS))
+    rate = pixel_rate(precision)
     return Schedule(
-        input_hw=detector_input_hw(stats, budget_pixels(stats, epochs, time_budget_s)),
+        input_hw=detector_input_hw(stats, budget_pixels(stats, epochs, time_budget_s, rate)),
         batch_size=per_replica,
         epochs=epochs,
         learning_rate=BASE_LEARNING_RATE * math.sqrt(global_batch / LR_BATCH),
         warmup_epochs=max(1, math.ceil(WARMUP_STEPS / steps)),
         time_budget_s=time_budget_s,
+        pixel_rate=rate,
     )
 
 

@@ -304,7 +304,7 @@ def test_schedule_epochs_learning_rate_and_warmup_follow_the_data() -> None:
 
 def _budget_epochs(stats: DataStats, schedule) -> float:
     """Epochs the schedule's budget holds at the planning rate."""
-    return schedule.time_budget_s * sched.PIXEL_RATE / (stats.images * math.prod(schedule.input_hw))
+    return schedule.time_budget_s * schedule.pixel_rate / (stats.images * math.prod(schedule.input_hw))
 
 
 def test_schedule_spends_a_budget_on_a_larger_input_for_a_small_set() -> None:
@@ -328,6 +328,21 @@ def test_schedule_shrinks_the_input_for_a_short_budget_on_a_large_set() -> None:
     assert math.prod(short.input_hw) < 256 * 320 and _budget_epochs(bccd, short) >= 0.8 * sched.MIN_EPOCHS
     huge = detector_schedule(DataStats(20_000, 200_000, (480.0, 640.0), 39.0), time_budget_s=900.0)
     assert min(huge.input_hw) == sched.MIN_SIDE  # the budget cannot hold MIN_EPOCHS: the smallest input
+
+
+def test_schedule_plans_at_the_rate_of_the_precision() -> None:
+    bccd = DataStats(images=205, objects=2804, image_hw=(480.0, 640.0), small_side=39.0)
+    slow = detector_schedule(bccd, time_budget_s=300.0)
+    fast = detector_schedule(bccd, time_budget_s=300.0, precision="mixed_bfloat16")
+    assert slow.pixel_rate == sched.PIXEL_RATES["float32"] == sched.PIXEL_RATE
+    assert fast.pixel_rate == sched.PIXEL_RATES["mixed_bfloat16"] > slow.pixel_rate
+    # Faster cores spend the same short budget on a finer input, not on more epochs than it needs.
+    assert math.prod(fast.input_hw) > math.prod(slow.input_hw)
+    for plan in (slow, fast):
+        assert 0.8 * sched.MIN_EPOCHS <= _budget_epochs(bccd, plan) <= 1.3 * sched.MIN_EPOCHS
+    assert fast.as_dict()["pixel_rate"] == fast.pixel_rate
+    with pytest.raises(ValueError, match="no planning rate for precision 'auto'"):
+        detector_schedule(bccd, precision="auto")  # callers resolve "auto" first
 
 
 def test_validation_picks_epochs_only_with_enough_objects() -> None:

@@ -5,6 +5,8 @@ as padding), so one image may hold any number of objects. Two rules for boxes th
 past the frame: `keep_whole` (the single-box models' rule) limits zoom and shift so that every valid
 box of an image stays whole inside the frame; otherwise boxes are clipped to the frame and a box
 whose visible part is less than `min_visible` of its area is dropped (mask off, row set to -1).
+`augment_detection` adds the detector's third rule: a kept box showing less than `whole_visible` of its
+area is marked difficult, so training neither asks for it nor against it.
 Draws are stateless: the same seed gives the same batch, on any worker. `mosaic` (YOLOv4-style, optional)
 tiles four images of a batch into one before `augment`; its boxes follow the same clip-and-drop rule.
 
@@ -30,6 +32,10 @@ logger = logging.getLogger(__name__)
 
 FILL_VALUE = 127.0  # canvas grey for zoomed-out images: neutral, not a copy of the edges
 MIN_VISIBLE = 0.25  # a clipped box showing less than this share of its area no longer identifies its object
+#: A kept box showing less than this share of its area is ambiguous: datasets disagree on whether a cut
+#: object is labelled (bccd leaves most cells cut by the image border unlabelled, VOC labels truncated
+#: objects), so the detector ignores it rather than learning it as an object (or, dropped, as background).
+WHOLE_VISIBLE = 0.75
 PAD = -1.0  # the coordinate of padded and dropped box rows
 GRAY_WEIGHTS = (0.299, 0.587, 0.114)  # ITU-R BT.601 luma
 #: RGB to YIQ (NTSC): luma first (GRAY_WEIGHTS), then the two chroma axes hue turns in.
@@ -116,6 +122,45 @@ def augment(
     -1 as padding; seed int (2,) for stateless draws. Returns (images, boxes, mask): boxes clipped to the
     frame, rows that are padding or dropped (see the module docstring) set to -1 with their mask off.
     """
+    images, boxes, kept, _ = _augment(images, boxes, mask, seed, params, keep_whole, min_visible)
+    return images, boxes, kept
+
+
+def augment_detection(
+    images: tf.Tensor,
+    boxes: tf.Tensor,
+    mask: tf.Tensor,
+    difficult: tf.Tensor,
+    seed: tf.Tensor,
+    params: AugmentParams | None = None,
+    *,
+    min_visible: float = MIN_VISIBLE,
+    whole_visible: float = WHOLE_VISIBLE,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """`augment` for the detector's padded boxes, with their difficult flags (B, M) bool.
+
+    Returns (images, boxes, mask, difficult): the same draws as `augment` with the same seed; a kept box
+    the frame cuts to less than whole_visible of its area becomes difficult (see WHOLE_VISIBLE), and
+    dropped rows are never difficult.
+    """
+    if not min_visible <= whole_visible <= 1.0:
+        raise ValueError(
+            f"whole_visible must be in [min_visible, 1], got {whole_visible} (min {min_visible})"
+        )
+    images, boxes, kept, share = _augment(images, boxes, mask, seed, params, False, min_visible)
+    return images, boxes, kept, kept & (tf.cast(difficult, tf.bool) | (share < whole_visible))
+
+
+def _augment(
+    images: tf.Tensor,
+    boxes: tf.Tensor,
+    mask: tf.Tensor | None,
+    seed: tf.Tensor,
+    params: AugmentParams | None,
+    keep_whole: bool,
+    min_visible: float,
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
+    """`augment`, plus each box's visible share of its area after the geometry (B, M) float32."""
     p = params or AugmentParams()
     if not 0.0 <= min_visible <= 1.0:
         raise ValueError(f"min_visible must be in [0, 1], got {min_visible}")
@@ -161,24 +206,32 @@ def augment(
     nx0, nx1 = nx0 + tx[:, None], nx1 + tx[:, None]
     ny0, ny1 = ny0 + ty[:, None], ny1 + ty[:, None]
     moved = tf.stack([nx0, ny0, nx1, ny1], axis=-1)
-    new_boxes, kept = _clip_boxes(moved, mask, w, h, min_visible=None if keep_whole else min_visible)
+    new_boxes, kept, share = _clip_boxes(moved, mask, w, h, min_visible=None if keep_whole else min_visible)
     images = _warp(images, sx, sy, tx, ty, w, h)
     if p.has_colour:
         images = colour_jitter(images, p, seeds[5:10])
-    return images, new_boxes, kept
+    return images, new_boxes, kept, share
+
+
+def _visible_share(moved: tf.Tensor, clipped: tf.Tensor) -> tf.Tensor:
+    """Each box's clipped area over its moved area (1 for a box without area)."""
+    area = tf.reduce_prod(tf.nn.relu(moved[..., 2:] - moved[..., :2]), axis=-1)
+    visible = tf.reduce_prod(tf.nn.relu(clipped[..., 2:] - clipped[..., :2]), axis=-1)
+    return tf.where(area > 0.0, visible / tf.maximum(area, 1e-6), 1.0)
 
 
 def _clip_boxes(
     moved: tf.Tensor, mask: tf.Tensor, w: tf.Tensor, h: tf.Tensor, *, min_visible: float | None
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """(boxes clipped to the frame, PAD where dropped; kept): a box is kept while some of it and at
-    least min_visible of its area stays in the frame; with min_visible None every box in mask is kept."""
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """(boxes clipped to the frame, PAD where dropped; kept; visible share): a box is kept while some of
+    it and at least min_visible of its area stays in the frame; with min_visible None every box in mask
+    is kept."""
     limit = tf.stack([w, h, w, h])
     clipped = tf.clip_by_value(moved, 0.0, limit)
     area = tf.reduce_prod(tf.nn.relu(moved[..., 2:] - moved[..., :2]), axis=-1)
     visible = tf.reduce_prod(tf.nn.relu(clipped[..., 2:] - clipped[..., :2]), axis=-1)
     kept = mask if min_visible is None else mask & (visible > 0.0) & (visible >= min_visible * area)
-    return tf.where(kept[..., None], clipped, PAD), kept
+    return tf.where(kept[..., None], clipped, PAD), kept, _visible_share(moved, clipped)
 
 
 def _warp(
@@ -223,8 +276,9 @@ def _mosaic_draws(
 
 def _mosaic_boxes(
     boxes: tf.Tensor, mask: tf.Tensor, window: tf.Tensor, k: tf.Tensor, frame: tf.Tensor, min_visible: float
-) -> tuple[tf.Tensor, tf.Tensor]:
-    """Every image's (B, 4M, 4) mosaic boxes in output pixels and which are kept (augment's drop rule).
+) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+    """Every image's (B, 4M, 4) mosaic boxes in output pixels, which are kept (augment's drop rule) and
+    their visible shares.
 
     window (B, 4): the window corner (x, y, x, y) in canvas pixels; k (B,): its scale; frame (4,): W, H, W, H.
     """
@@ -242,7 +296,7 @@ def _mosaic_boxes(
     area = tf.reduce_prod(tf.nn.relu(moved[..., 2:] - moved[..., :2]), axis=-1)
     visible = tf.reduce_prod(tf.nn.relu(clipped[..., 2:] - clipped[..., :2]), axis=-1)
     kept = _tiles(mask) & (visible > 0.0) & (visible >= min_visible * area)
-    return tf.where(kept[..., None], clipped, PAD), kept
+    return tf.where(kept[..., None], clipped, PAD), kept, _visible_share(moved, clipped)
 
 
 def _mosaic_images(images: tf.Tensor, picked: tf.Tensor, window: tf.Tensor, k: tf.Tensor) -> tf.Tensor:
@@ -278,6 +332,7 @@ def mosaic(
     probability: float = 1.0,
     *,
     min_visible: float = MIN_VISIBLE,
+    whole_visible: float = 0.0,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """YOLOv4-style mosaic: each image picked with `probability` becomes a 2 x 2 tile of itself and the
     next three images of the batch, so one training image shows four images' objects, at 1/2 to 1 scale.
@@ -287,8 +342,9 @@ def mosaic(
     its corner drawn so the images meet in the middle half of the output (the window never leaves the
     canvas: no fill). Inputs as `augment`, plus labels (B, M) int and difficult (B, M) bool; seed int (2,).
     Returns (images, boxes, mask, labels, difficult) with 4M rows: row q*M + j is box j of image i+q,
-    moved with the pixels, clipped, dropped (-1, mask off, label -1, not difficult) under `min_visible`;
-    images not picked are returned unchanged, their M rows first and 3M padding rows after.
+    moved with the pixels, clipped, dropped (-1, mask off, label -1, not difficult) under `min_visible`,
+    made difficult when kept with less than `whole_visible` of its area (as `augment_detection`); images
+    not picked are returned unchanged, their M rows first and 3M padding rows after.
     """
     if not 0.0 <= probability <= 1.0 or not 0.0 <= min_visible <= 1.0:
         raise ValueError(f"probability and min_visible must be in [0, 1], got {probability}, {min_visible}")
@@ -301,7 +357,7 @@ def mosaic(
     frame = tf.stack([w, h, w, h])
     picked, k, fx, fy = _mosaic_draws(seed, shape[0], probability)
     window = tf.stack([fx * w, fy * h, fx * w, fy * h], axis=1)
-    new_boxes, kept = _mosaic_boxes(boxes, mask, window, k, frame, min_visible)
+    new_boxes, kept, share = _mosaic_boxes(boxes, mask, window, k, frame, min_visible)
     m = boxes.shape[1] if boxes.shape[1] is not None else tf.shape(boxes)[1]
 
     def choose(mosaic_rows: tf.Tensor, own: tf.Tensor, fill: float | bool | int) -> tf.Tensor:
@@ -315,5 +371,5 @@ def mosaic(
         choose(new_boxes, boxes, PAD),
         choose(kept, mask, False),
         choose(tf.where(kept, _tiles(labels), tf.cast(-1, labels.dtype)), labels, -1),
-        choose(kept & _tiles(difficult), difficult, False),
+        choose(kept & (_tiles(difficult) | (share < whole_visible)), difficult, False),
     )

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import numpy as np
 import tensorflow as tf
 
-from sprint2.augment import MIN_VISIBLE, PAD, augment, mosaic
+from sprint2.augment import MIN_VISIBLE, PAD, WHOLE_VISIBLE, augment, augment_detection, mosaic
 from sprint2.evaluate import image_targets
 from sprint2.recipes import AugmentParams
 from sprint2.targets import build_targets
@@ -156,12 +156,14 @@ def detection_dataset(
     multiworker: bool = False,
     params: AugmentParams | None = None,
     min_visible: float = MIN_VISIBLE,
+    whole_visible: float = WHOLE_VISIBLE,
 ) -> tf.data.Dataset:
     """(images float32, targets) batches for the detector, shuffled like make_dataset.
 
     labels (N, M), boxes (N, M, 4) px and difficult (N, M) come from padded_targets / padded_flags
     (-1 as padding). Augmentation moves every box; a box it pushes mostly out of the frame becomes
-    padding, its difficult flag with it. With params.mosaic > 0, `mosaic` first tiles picked images with
+    padding, its difficult flag with it, and one it cuts to less than whole_visible of its area becomes
+    difficult (`augment_detection`). With params.mosaic > 0, `mosaic` first tiles picked images with
     three others (M becomes 4M box rows per image); `augment` then acts on the mosaics. `build_targets`
     then turns each augmented batch into the heatmap, sizes, offsets and masks of `sprint2.detector`
     (difficult boxes ignored there).
@@ -188,9 +190,19 @@ def detection_dataset(
             if chance > 0:
                 tiled_seed = tf.random.experimental.stateless_fold_in(seed_pair, MOSAIC_STREAM)
                 x, b, valid, y, hard = mosaic(
-                    x, b, valid, y, hard, tiled_seed, chance, min_visible=min_visible
+                    x,
+                    b,
+                    valid,
+                    y,
+                    hard,
+                    tiled_seed,
+                    chance,
+                    min_visible=min_visible,
+                    whole_visible=whole_visible,
                 )
-            x, b, valid = augment(x, b, valid, seed_pair, params, min_visible=min_visible)
+            x, b, valid, hard = augment_detection(
+                x, b, valid, hard, seed_pair, params, min_visible=min_visible, whole_visible=whole_visible
+            )
         targets = build_targets(b, y, valid, hard & valid, num_classes=num_classes, input_hw=input_hw)
         return x, targets
 

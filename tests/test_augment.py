@@ -15,8 +15,10 @@ from sprint2.augment import (
     FILL_VALUE,
     GRAY_WEIGHTS,
     MIN_VISIBLE,
+    WHOLE_VISIBLE,
     _mosaic_draws,
     augment,
+    augment_detection,
     colour_jitter,
     hue_rotation,
     mosaic,
@@ -224,6 +226,38 @@ def test_drop_rule_follows_the_visible_fraction() -> None:
     assert mask.tolist() == [[False, False, True, False]]
     with pytest.raises(ValueError, match="min_visible"):
         _augment(images, boxes, [0, 0], params, min_visible=1.5)
+
+
+def test_detection_augment_marks_boxes_cut_below_whole_visible_difficult() -> None:
+    """The same fixed 2x zoom: the half-cut box stays but becomes difficult, the whole one keeps its
+    flag, the dropped one is never difficult; the draws are augment's."""
+    images = np.zeros((1, SIZE, SIZE, 3), np.float32)
+    boxes = np.array([[[0, 0, 16, 16], [8, 24, 24, 40], [24, 24, 40, 40], [-1, -1, -1, -1]]], np.float32)
+    params = AugmentParams(**{**STILL, "zoom": (2.0, 2.0)})
+
+    def run(difficult: list[bool], **kw: float) -> list[np.ndarray]:
+        out = augment_detection(
+            tf.constant(images),
+            tf.constant(boxes),
+            tf.constant(boxes[..., 0] >= 0),
+            tf.constant([difficult]),
+            tf.constant([0, 0], tf.int64),
+            params,
+            **kw,
+        )
+        return [t.numpy() for t in out]
+
+    _, out, kept, hard = run([True, False, False, False], min_visible=0.4)
+    assert 0.5 < WHOLE_VISIBLE <= 1.0
+    assert kept.tolist() == [[False, True, True, False]]
+    assert hard.tolist() == [[False, True, False, False]]  # half of box 1 shows; box 0 left the frame
+    np.testing.assert_array_equal(out, _augment(images, boxes, [0, 0], params, min_visible=0.4)[1])
+    _, _, _, hard = run([False, False, True, False], min_visible=0.4)
+    assert hard.tolist() == [[False, True, True, False]]  # a difficult object stays difficult
+    _, _, _, hard = run([False] * 4, min_visible=0.4, whole_visible=0.5)
+    assert not hard.any()  # exactly half shows: not below the bar
+    with pytest.raises(ValueError, match="whole_visible"):
+        run([False] * 4, min_visible=0.4, whole_visible=0.3)
 
 
 def test_an_explicit_mask_wins_over_the_padding_rule() -> None:
@@ -458,7 +492,7 @@ def mosaic_scene(n: int, seed: int, rows: int = 5) -> tuple[np.ndarray, np.ndarr
     return images, boxes, ids, (ids >= 0) & (ids % 3 == 0)
 
 
-def _mosaic(images, boxes, ids, hard, seed, probability=1.0):
+def _mosaic(images, boxes, ids, hard, seed, probability=1.0, **kw):
     out = mosaic(
         tf.constant(images),
         tf.constant(boxes),
@@ -467,6 +501,7 @@ def _mosaic(images, boxes, ids, hard, seed, probability=1.0):
         tf.constant(hard),
         tf.constant(seed, tf.int64),
         probability,
+        **kw,
     )
     return [t.numpy() for t in out]
 
@@ -591,6 +626,12 @@ def test_mosaic_labels_and_difficult_flags_travel_with_their_boxes() -> None:
         # Its size matches the source object's, at the window's common scale (unless clipped).
         assert_solid_colour(out_images[i], out_boxes[i, r], MOSAIC_COLOURS[src], f"image {i}, row {r}")
         assert (out_boxes[i, r, 2:] - out_boxes[i, r, :2] <= box[2:] - box[:2] + 1e-3).all()
+    # whole_visible adds the boxes the tiling cuts to the difficult ones, and only kept ones.
+    _, _, same_mask, _, cut_hard = _mosaic(images, boxes, ids, hard, [9, 9], whole_visible=1.0)
+    assert (same_mask == mask).all() and (cut_hard[out_hard]).all() and not cut_hard[~mask].any()
+    assert cut_hard.sum() > out_hard.sum()
+    *_, floor_hard = _mosaic(images, boxes, ids, hard, [9, 9], whole_visible=MIN_VISIBLE)
+    assert (floor_hard == out_hard).all()  # every kept box shows at least min_visible
 
 
 def test_detection_dataset_with_mosaic_puts_one_peak_on_every_kept_box() -> None:
@@ -600,7 +641,7 @@ def test_detection_dataset_with_mosaic_puts_one_peak_on_every_kept_box() -> None
     images, boxes, ids, _ = mosaic_scene(n, 5, rows)
     hard = np.zeros_like(ids, bool)
 
-    def first_batch(params: AugmentParams) -> dict:
+    def first_batch(params: AugmentParams, **kw: float) -> dict:
         ds = detection_dataset(
             images,
             ids,
@@ -612,6 +653,7 @@ def test_detection_dataset_with_mosaic_puts_one_peak_on_every_kept_box() -> None
             epoch=0,
             augment_data=True,
             params=params,
+            **kw,
         )
         return {key: t.numpy() for key, t in next(iter(ds))[1].items()}
 
@@ -621,6 +663,11 @@ def test_detection_dataset_with_mosaic_puts_one_peak_on_every_kept_box() -> None
     peaks = (tiled["heatmap"] == 1.0).sum(axis=(1, 2, 3))
     assert peaks.tolist() == kept.tolist()
     assert kept.sum() > 1.5 * (ids >= 0).sum()
+    # Boxes the tiling cuts below WHOLE_VISIBLE are difficult: no peak, no regression, a masked heatmap.
+    uncut = first_batch(AugmentParams(mosaic=1.0), whole_visible=MIN_VISIBLE)
+    assert uncut["reg_mask"].sum() > kept.sum()
+    assert (uncut["heatmap"] == 1.0).sum() == uncut["reg_mask"].sum()
+    assert tiled["heatmap_mask"].sum() < uncut["heatmap_mask"].sum()
     plain = first_batch(AugmentParams())
     assert plain["indices"].shape == (n, rows) and plain["heatmap"].shape == tiled["heatmap"].shape
     for key, value in first_batch(AugmentParams(mosaic=0.0)).items():

@@ -137,7 +137,8 @@ class Recipe:
 
 
 #: The detector's augmentation: every box moves with the pixels, so zooms and shifts stay moderate
-#: (a box pushed mostly out of the frame is dropped), with colour jitter for stain and lighting.
+#: (a box pushed mostly out of the frame is dropped, one cut below 3/4 of its area is ignored: see
+#: augment.WHOLE_VISIBLE), with colour jitter for stain and lighting.
 DETECTOR_AUGMENTATION = AugmentParams(
     zoom=(0.75, 1.3), aspect=0.1, shift=0.15, brightness=0.1, contrast=0.2, saturation=0.2, hue=0.02
 )

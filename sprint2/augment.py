@@ -213,11 +213,15 @@ def _augment(
     return images, new_boxes, kept, share
 
 
-def _visible_share(moved: tf.Tensor, clipped: tf.Tensor) -> tf.Tensor:
-    """Each box's clipped area over its moved area (1 for a box without area)."""
+def _visible(
+    moved: tf.Tensor, clipped: tf.Tensor, mask: tf.Tensor, min_visible: float
+) -> tuple[tf.Tensor, tf.Tensor]:
+    """(kept, share): each box's clipped area over its moved area (1 for a box without area), and the
+    boxes in mask that keep some area and at least min_visible of it."""
     area = tf.reduce_prod(tf.nn.relu(moved[..., 2:] - moved[..., :2]), axis=-1)
     visible = tf.reduce_prod(tf.nn.relu(clipped[..., 2:] - clipped[..., :2]), axis=-1)
-    return tf.where(area > 0.0, visible / tf.maximum(area, 1e-6), 1.0)
+    kept = mask & (visible > 0.0) & (visible >= min_visible * area)
+    return kept, tf.where(area > 0.0, visible / tf.maximum(area, 1e-6), 1.0)
 
 
 def _clip_boxes(
@@ -226,12 +230,10 @@ def _clip_boxes(
     """(boxes clipped to the frame, PAD where dropped; kept; visible share): a box is kept while some of
     it and at least min_visible of its area stays in the frame; with min_visible None every box in mask
     is kept."""
-    limit = tf.stack([w, h, w, h])
-    clipped = tf.clip_by_value(moved, 0.0, limit)
-    area = tf.reduce_prod(tf.nn.relu(moved[..., 2:] - moved[..., :2]), axis=-1)
-    visible = tf.reduce_prod(tf.nn.relu(clipped[..., 2:] - clipped[..., :2]), axis=-1)
-    kept = mask if min_visible is None else mask & (visible > 0.0) & (visible >= min_visible * area)
-    return tf.where(kept[..., None], clipped, PAD), kept, _visible_share(moved, clipped)
+    clipped = tf.clip_by_value(moved, 0.0, tf.stack([w, h, w, h]))
+    kept, share = _visible(moved, clipped, mask, min_visible or 0.0)
+    kept = mask if min_visible is None else kept
+    return tf.where(kept[..., None], clipped, PAD), kept, share
 
 
 def _warp(
@@ -293,10 +295,8 @@ def _mosaic_boxes(
     moved = to_output(src)
     # Clipped to its own image first, so a box never reaches into a neighbour's quadrant, then to the frame.
     clipped = tf.clip_by_value(to_output(tf.clip_by_value(src, 0.0, frame)), 0.0, frame)
-    area = tf.reduce_prod(tf.nn.relu(moved[..., 2:] - moved[..., :2]), axis=-1)
-    visible = tf.reduce_prod(tf.nn.relu(clipped[..., 2:] - clipped[..., :2]), axis=-1)
-    kept = _tiles(mask) & (visible > 0.0) & (visible >= min_visible * area)
-    return tf.where(kept[..., None], clipped, PAD), kept, _visible_share(moved, clipped)
+    kept, share = _visible(moved, clipped, _tiles(mask), min_visible)
+    return tf.where(kept[..., None], clipped, PAD), kept, share
 
 
 def _mosaic_images(images: tf.Tensor, picked: tf.Tensor, window: tf.Tensor, k: tf.Tensor) -> tf.Tensor:

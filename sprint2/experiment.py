@@ -102,12 +102,11 @@ def _load_options(
     samples: Sequence[Sample],
     load: LoadOptions | None,
     replicas: int,
-    budget: float | None,
-    precision: str,
+    overrides: dict[str, Any],
 ) -> tuple[LoadOptions, Schedule | None]:
     """(LoadOptions, Schedule or None): the detector's schedule comes from the annotations of the
-    training samples and the run's precision (a requested name or "auto"), and its input size is used
-    unless `load` is given."""
+    training samples and the run's time budget and precision (overrides, else the defaults), and its
+    input size is used unless `load` is given."""
     if model != "detector":
         return (load if load is not None else LoadOptions(size=DEFAULT_SIZE, errors="skip")), None
     from sprint2.tasks import resolve_precision
@@ -116,8 +115,8 @@ def _load_options(
     schedule = detector_schedule(
         stats,
         replicas=replicas,
-        time_budget_s=DEFAULT_BUDGET_S if budget is None else budget,
-        precision=resolve_precision(precision, "detector"),
+        time_budget_s=overrides.get("time_budget_s", DEFAULT_BUDGET_S),
+        precision=resolve_precision(overrides.get("precision", "auto"), "detector"),
     )
     logger.info("detector schedule from %s: %s", stats, schedule)
     if load is None:
@@ -174,14 +173,7 @@ def run_training(
     name = choose_recipe(len(train_samples(root, seed)), model) if recipe == "auto" else recipe
     chosen = RECIPES[name]
     trained_on = train_samples(root, seed, overrides.get("val_fraction"), chosen.val_fraction)
-    options, schedule = _load_options(
-        model,
-        trained_on,
-        load,
-        int(strat.num_replicas_in_sync),
-        overrides.get("time_budget_s"),
-        overrides.get("precision", "auto"),
-    )
+    options, schedule = _load_options(model, trained_on, load, int(strat.num_replicas_in_sync), overrides)
     train_ds, val_ds, test_ds, val_source = load_run_splits(
         root, seed, options, overrides.get("val_fraction"), chosen.val_fraction
     )

@@ -16,13 +16,13 @@ import numpy as np
 
 from sprint2.analysis import key_value_table
 from sprint2.dataset import LoadedDataset
-from sprint2.experiment import run_training
+from sprint2.experiment import plan_detector, run_training
 from sprint2.images import target_size
 from sprint2.loading import LoadOptions
 from sprint2.modelcard import ModelCard
 from sprint2.predict import Predictor
 from sprint2.recipes import RECIPES
-from sprint2.schedule import DEFAULT_BUDGET_S, DataStats, Schedule, detector_schedule
+from sprint2.schedule import DataStats, Schedule
 from sprint2.splits import load_run_splits, train_samples
 from sprint2.table import Table
 
@@ -63,16 +63,8 @@ class DetectorPlan:
         """Reads the training annotations of data by run_training's split rule and plans the run as
         run_training would for this budget (None: the default one) and precision ("auto": this
         machine's choice)."""
-        from sprint2.tasks import resolve_precision
-
         samples = train_samples(data, seed, None, RECIPES["detector"].val_fraction)
-        stats = DataStats.from_samples(samples)
-        schedule = detector_schedule(
-            stats,
-            replicas=replicas,
-            time_budget_s=DEFAULT_BUDGET_S if time_budget_s is None else time_budget_s,
-            precision=resolve_precision(precision, "detector"),
-        )
+        stats, schedule = plan_detector(samples, replicas, time_budget_s, precision)
         input_hw = schedule.input_hw if size is None else target_size(size)
         return cls(Path(data), seed, stats, schedule, (int(input_hw[0]), int(input_hw[1])))
 

@@ -97,6 +97,23 @@ def _config(
     return TrainConfig(model=model, seed=seed, out_dir=out_dir, **chosen)  # type: ignore[arg-type]
 
 
+def plan_detector(
+    samples: Sequence[Sample], replicas: int, time_budget_s: float | None = None, precision: str = "auto"
+) -> tuple[DataStats, Schedule]:
+    """(statistics, schedule) of a detector run on these training samples, as run_training plans it:
+    time_budget_s None is the default budget, precision "auto" is this machine's policy."""
+    from sprint2.tasks import resolve_precision
+
+    stats = DataStats.from_samples(samples)
+    schedule = detector_schedule(
+        stats,
+        replicas=replicas,
+        time_budget_s=DEFAULT_BUDGET_S if time_budget_s is None else time_budget_s,
+        precision=resolve_precision(precision, "detector"),
+    )
+    return stats, schedule
+
+
 def _load_options(
     model: str,
     samples: Sequence[Sample],
@@ -109,14 +126,8 @@ def _load_options(
     input size is used unless `load` is given."""
     if model != "detector":
         return (load if load is not None else LoadOptions(size=DEFAULT_SIZE, errors="skip")), None
-    from sprint2.tasks import resolve_precision
-
-    stats = DataStats.from_samples(samples)
-    schedule = detector_schedule(
-        stats,
-        replicas=replicas,
-        time_budget_s=overrides.get("time_budget_s", DEFAULT_BUDGET_S),
-        precision=resolve_precision(overrides.get("precision", "auto"), "detector"),
+    stats, schedule = plan_detector(
+        samples, replicas, overrides.get("time_budget_s"), overrides.get("precision", "auto")
     )
     logger.info("detector schedule from %s: %s", stats, schedule)
     if load is None:

@@ -194,7 +194,9 @@ def model_specs(
         if name != "detector":
             specs.append(ModelSpec(name, (int(size), int(size)), int(batch)))
             continue
-        hw, per_replica, policy = (0, 0), 0, _cpu_precision(precision)
+        from sprint2.tasks import resolve_precision  # "auto" as on a machine without GPUs
+
+        hw, per_replica, policy = (0, 0), 0, resolve_precision(precision, "detector", gpu=False)
         if detector_size is None or detector_batch is None:
             hw, per_replica = _detector_defaults(data_dir, seed, policy)
         if detector_size is not None:
@@ -223,17 +225,6 @@ def _detector_defaults(data_dir: Path | str, seed: int, precision: str) -> tuple
     stats = DataStats.from_samples(train_samples(Path(data_dir), seed))
     schedule = detector_schedule(stats, replicas=1, precision=precision)
     return schedule.input_hw, schedule.batch_size
-
-
-def _cpu_precision(precision: str) -> str:
-    """The detector's policy on a CPU setting: "auto" resolves as it would on a machine without GPUs."""
-    from sprint2.tasks import PRECISIONS, cpu_supports_bf16
-
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
-    if precision != "auto":
-        return precision
-    return "mixed_bfloat16" if cpu_supports_bf16() else "float32"
 
 
 def _settings(replicas: list[int], gpus: int) -> tuple[list[_Setting], list[dict[str, str]]]:

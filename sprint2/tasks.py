@@ -69,11 +69,12 @@ def cpu_supports_bf16(cpuinfo: Path | str = "/proc/cpuinfo") -> bool:
     return bool({"avx512_bf16", "amx_bf16"} & flags)
 
 
-def resolve_precision(precision: str, kind: str) -> str:
+def resolve_precision(precision: str, kind: str, *, gpu: bool | None = None) -> str:
     """The Keras dtype policy a run uses: "auto" is mixed_float16 on GPUs and mixed_bfloat16 on a CPU
     with bf16 for the detector, float32 otherwise; the single-box models always train in float32.
 
-    Loss scaling is applied for mixed_float16 only (bf16 has float32's exponent range).
+    gpu: whether the run trains on GPUs (None: whether TensorFlow sees one). Loss scaling is applied
+    for mixed_float16 only (bf16 has float32's exponent range).
     """
     if precision not in PRECISIONS:
         raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
@@ -83,7 +84,7 @@ def resolve_precision(precision: str, kind: str) -> str:
         return "float32"
     if precision != "auto":
         return precision
-    if tf.config.list_physical_devices("GPU"):
+    if tf.config.list_physical_devices("GPU") if gpu is None else gpu:
         return "mixed_float16"
     return "mixed_bfloat16" if cpu_supports_bf16() else "float32"
 

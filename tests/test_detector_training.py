@@ -231,7 +231,9 @@ def test_precision_auto_follows_the_cpu_flags(tmp_path, monkeypatch) -> None:
     assert tasks.resolve_precision("auto", "detector") == "mixed_bfloat16"
     monkeypatch.setattr(tasks, "cpu_supports_bf16", lambda: False)
     assert tasks.resolve_precision("auto", "detector") == "float32"
-    assert tasks.resolve_precision("auto", "improved") == "float32"
+    assert tasks.resolve_precision("auto", "detector", gpu=True) == "mixed_float16"
+    assert tasks.resolve_precision("auto", "detector", gpu=False) == "float32"
+    assert tasks.resolve_precision("auto", "improved", gpu=True) == "float32"
     with pytest.raises(ValueError, match="mixed precision is for the detector"):
         tasks.resolve_precision("mixed_bfloat16", "original")
     with pytest.raises(ValueError, match="precision must be one of"):

@@ -8,7 +8,8 @@ whose visible part is less than `min_visible` of its area is dropped (mask off, 
 `augment_detection` adds the detector's third rule: a kept box showing less than `whole_visible` of its
 area is marked difficult, so training neither asks for it nor against it.
 Draws are stateless: the same seed gives the same batch, on any worker. `mosaic` (YOLOv4-style, optional)
-tiles four images of a batch into one before `augment`; its boxes follow the same clip-and-drop rule.
+tiles four images of a batch into one before `augment`; its boxes follow the same clip-and-drop and
+whole_visible rules.
 
 Training batches use this module, not Keras 3's box-aware preprocessing layers (RandomFlip, RandomZoom,
 RandomTranslation, RandomCrop; tests/test_keras_box_layers.py checks them on the installed Keras):
@@ -143,12 +144,16 @@ def augment_detection(
     the frame cuts to less than whole_visible of its area becomes difficult (see WHOLE_VISIBLE), and
     dropped rows are never difficult.
     """
+    _check_whole_visible(min_visible, whole_visible)
+    images, boxes, kept, share = _augment(images, boxes, mask, seed, params, False, min_visible)
+    return images, boxes, kept, kept & (tf.cast(difficult, tf.bool) | (share < whole_visible))
+
+
+def _check_whole_visible(min_visible: float, whole_visible: float) -> None:
     if not min_visible <= whole_visible <= 1.0:
         raise ValueError(
             f"whole_visible must be in [min_visible, 1], got {whole_visible} (min {min_visible})"
         )
-    images, boxes, kept, share = _augment(images, boxes, mask, seed, params, False, min_visible)
-    return images, boxes, kept, kept & (tf.cast(difficult, tf.bool) | (share < whole_visible))
 
 
 def _augment(
@@ -332,7 +337,7 @@ def mosaic(
     probability: float = 1.0,
     *,
     min_visible: float = MIN_VISIBLE,
-    whole_visible: float = 0.0,
+    whole_visible: float = WHOLE_VISIBLE,
 ) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor, tf.Tensor]:
     """YOLOv4-style mosaic: each image picked with `probability` becomes a 2 x 2 tile of itself and the
     next three images of the batch, so one training image shows four images' objects, at 1/2 to 1 scale.
@@ -348,6 +353,7 @@ def mosaic(
     """
     if not 0.0 <= probability <= 1.0 or not 0.0 <= min_visible <= 1.0:
         raise ValueError(f"probability and min_visible must be in [0, 1], got {probability}, {min_visible}")
+    _check_whole_visible(min_visible, whole_visible)
     images = tf.convert_to_tensor(images, tf.float32)
     boxes = tf.convert_to_tensor(boxes, tf.float32)
     mask = tf.reduce_all(boxes >= 0.0, axis=-1) if mask is None else tf.cast(mask, tf.bool)

@@ -614,7 +614,10 @@ def test_mosaic_labels_and_difficult_flags_travel_with_their_boxes() -> None:
     n, rows = 8, 5
     images, boxes, ids, hard = mosaic_scene(n, 4, rows)
     by_id = {int(ids[r, j]): (boxes[r, j], bool(hard[r, j])) for r, j in zip(*np.nonzero(ids >= 0))}
-    out_images, out_boxes, mask, out_ids, out_hard = _mosaic(images, boxes, ids, hard, [9, 9])
+    # whole_visible at the floor: no kept box counts as cut, so the flags are the sources' own.
+    out_images, out_boxes, mask, out_ids, out_hard = _mosaic(
+        images, boxes, ids, hard, [9, 9], whole_visible=MIN_VISIBLE
+    )
     assert (mask == (out_ids >= 0)).all()
     assert not out_hard[~mask].any() and (out_boxes[~mask] == -1).all()
     assert out_hard[mask].any() and not out_hard[mask].all()
@@ -630,8 +633,11 @@ def test_mosaic_labels_and_difficult_flags_travel_with_their_boxes() -> None:
     _, _, same_mask, _, cut_hard = _mosaic(images, boxes, ids, hard, [9, 9], whole_visible=1.0)
     assert (same_mask == mask).all() and (cut_hard[out_hard]).all() and not cut_hard[~mask].any()
     assert cut_hard.sum() > out_hard.sum()
-    *_, floor_hard = _mosaic(images, boxes, ids, hard, [9, 9], whole_visible=MIN_VISIBLE)
-    assert (floor_hard == out_hard).all()  # every kept box shows at least min_visible
+    # The default, WHOLE_VISIBLE, lies between the two, and a value below min_visible is refused.
+    *_, default_hard = _mosaic(images, boxes, ids, hard, [9, 9])
+    assert (default_hard >= out_hard).all() and (default_hard <= cut_hard).all()
+    with pytest.raises(ValueError, match="whole_visible"):
+        _mosaic(images, boxes, ids, hard, [9, 9], min_visible=0.5, whole_visible=0.3)
 
 
 def test_detection_dataset_with_mosaic_puts_one_peak_on_every_kept_box() -> None:
